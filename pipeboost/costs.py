@@ -1,0 +1,160 @@
+"""The cost model: :class:`CostParams` and pure functions returning seconds.
+
+Each duration is split into named components that add up to the total (``latency_s + transfer_s`` for a
+copy, ``overhead_s + roofline_s`` for compute), so a prediction can be explained and calibrated part by
+part. The simulator calls these functions; calibration fits the parameters to executor traces.
+
+Default parameters and where they come from:
+
+* ``link_efficiency = 0.8``: pinned host-to-device copies reach ~80% of PCIe raw bandwidth
+  (~25 GB/s of 31.5 on Gen4 x16, ~50 of 63 on Gen5; NVIDIA bandwidthTest figures widely reported);
+* ``transfer_latency_s = 10 us``: per-copy launch + DMA setup of ``cudaMemcpyAsync``;
+* ``compute_efficiency = 0.6`` of peak tensor FLOP/s for prefill GEMMs and ``memory_efficiency = 0.8`` of
+  HBM bandwidth for memory-bound decode (typical of cuBLAS on A100/H100);
+* ``unit_overhead_s = 30 us``: kernel launches of one decoder layer at batch 1 (eager PyTorch);
+* ``hop_*``: device-to-device activation copy through PCIe P2P or host (20 us + 20 GB/s);
+* ``startup_s = 0.05``: a pre-started worker process whose CUDA context exists (ServerlessLLM-style);
+  set it to ~1-2 s to model a cold process start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from pipeboost.spec import EMBED_UNIT, GPUSpec, ModelSpec, Topology
+
+
+@dataclass(frozen=True)
+class CostParams:
+    """Calibratable cost parameters (SI units) and the provenance of their values."""
+
+    link_efficiency: float = 0.8
+    link_bandwidth_overrides_bytes_per_s: Mapping[str, float] = field(default_factory=dict, hash=False)
+    transfer_latency_s: float = 10e-6
+    compute_efficiency: float = 0.6
+    memory_efficiency: float = 0.8
+    unit_overhead_s: float = 30e-6
+    hop_latency_s: float = 20e-6
+    hop_bandwidth_bytes_per_s: float = 20e9
+    allreduce_latency_s: float = 10e-6
+    startup_s: float = 0.05
+    failure_detection_s: float = 0.025
+    provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
+                                          hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["link_bandwidth_overrides_bytes_per_s"] = dict(self.link_bandwidth_overrides_bytes_per_s)
+        data["provenance"] = dict(self.provenance)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CostParams":
+        return cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+
+    def with_(self, **changes: Any) -> "CostParams":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TransferCost:
+    """An uncontended copy: fixed ``latency_s`` plus ``transfer_s`` at the bottleneck bandwidth."""
+
+    latency_s: float
+    transfer_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.latency_s + self.transfer_s
+
+
+@dataclass(frozen=True)
+class ComputeCost:
+    """One unit's compute: launch ``overhead_s`` plus ``roofline_s = max(flop time, memory time)``."""
+
+    overhead_s: float
+    flop_s: float
+    memory_s: float
+
+    @property
+    def roofline_s(self) -> float:
+        return max(self.flop_s, self.memory_s)
+
+    @property
+    def total_s(self) -> float:
+        return self.overhead_s + self.roofline_s
+
+
+def link_bandwidth_bytes_per_s(params: CostParams, link_name: str, nominal_bytes_per_s: float) -> float:
+    """Achieved bandwidth of a link: an override by name (node prefix stripped) or nominal x efficiency."""
+    short = link_name.split(".", 1)[-1]
+    overrides = params.link_bandwidth_overrides_bytes_per_s
+    if link_name in overrides:
+        return float(overrides[link_name])
+    if short in overrides:
+        return float(overrides[short])
+    return nominal_bytes_per_s * params.link_efficiency
+
+
+def load_cost(params: CostParams, topology: Topology, gpu: int, nbytes: int, source: str = "host") -> TransferCost:
+    """Uncontended time to copy ``nbytes`` from ``source`` to ``gpu`` (no other transfer running)."""
+    path = topology.path(gpu, source)
+    bandwidth = min(link_bandwidth_bytes_per_s(params, name, bw) for name, bw, _ in path)
+    latency = params.transfer_latency_s + sum(lat for _, _, lat in path)
+    return TransferCost(latency, nbytes / bandwidth)
+
+
+def _layer_flops(model: ModelSpec, tokens: int, batch: int, context: int) -> float:
+    """FLOPs of one decoder layer for ``tokens`` new tokens per sequence after ``context`` cached ones."""
+    q_dim = model.num_heads * model.head_dim
+    dense = 2.0 * model.layer_params() * tokens * batch
+    attended = context + (tokens + 1) / 2.0
+    attention = 4.0 * batch * tokens * attended * q_dim
+    return dense + attention
+
+
+def unit_compute_cost(params: CostParams, gpu: GPUSpec, model: ModelSpec, unit: int, tokens: int,
+                      batch: int = 1, context: int = 0) -> ComputeCost:
+    """Time for ``unit`` to process ``tokens`` new tokens for each of ``batch`` sequences.
+
+    Prefill is ``tokens = prompt length, context = 0``; a decode step is ``tokens = 1, context = cached
+    length``. The head computes logits for the last token of each sequence only.
+    """
+    flops_per_s = gpu.peak_flops * params.compute_efficiency
+    bytes_per_s = gpu.memory_bandwidth_bytes_per_s * params.memory_efficiency
+    weight_bytes = model.unit_bytes(unit)
+    if unit == EMBED_UNIT:
+        moved = model.activation_bytes(tokens * batch)
+        return ComputeCost(params.unit_overhead_s, 0.0, moved / bytes_per_s)
+    if unit == model.head_unit:
+        flops = 2.0 * model.vocab_size * model.word_embed_proj_dim * batch
+        return ComputeCost(params.unit_overhead_s, flops / flops_per_s, weight_bytes / bytes_per_s)
+    kv_read = batch * context * model.kv_bytes_per_token()
+    flops = _layer_flops(model, tokens, batch, context)
+    return ComputeCost(params.unit_overhead_s, flops / flops_per_s, (weight_bytes + kv_read) / bytes_per_s)
+
+
+def unit_compute_s(params: CostParams, gpu: GPUSpec, model: ModelSpec, unit: int, tokens: int,
+                   batch: int = 1, context: int = 0) -> float:
+    """Total seconds of :func:`unit_compute_cost`."""
+    return unit_compute_cost(params, gpu, model, unit, tokens, batch, context).total_s
+
+
+def hop_cost(params: CostParams, nbytes: int) -> TransferCost:
+    """Activation hand-off between two pipeline stages on different GPUs."""
+    return TransferCost(params.hop_latency_s, nbytes / params.hop_bandwidth_bytes_per_s)
+
+
+def allreduce_cost(params: CostParams, nbytes: int, num_gpus: int) -> TransferCost:
+    """Ring all-reduce of ``nbytes`` over ``num_gpus``: 2(n-1) steps of nbytes/n each."""
+    if num_gpus <= 1:
+        return TransferCost(0.0, 0.0)
+    steps = 2 * (num_gpus - 1)
+    return TransferCost(steps * params.allreduce_latency_s,
+                        steps * (nbytes / num_gpus) / params.hop_bandwidth_bytes_per_s)
+
+
+def unit_weights_for_partition(params: CostParams, gpu: GPUSpec, model: ModelSpec, tokens: int = 128) -> dict[int, float]:
+    """Per-unit prefill seconds for ``tokens`` tokens: the weights ``balanced_compute`` partitions by."""
+    return {u: unit_compute_s(params, gpu, model, u, tokens) for u in model.units()}
