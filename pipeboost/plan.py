@@ -215,6 +215,16 @@ def validate_plan(plan: Plan, model: ModelSpec, memory_budget_bytes: int | None 
             raise PlanError(f"GPU {gpu} must load its own stage first; order {list(order)} starts elsewhere")
 
 
+def relabel_plan(plan: Plan, gpus: tuple[int, ...]) -> Plan:
+    """The same plan on other GPUs: the plan's i-th GPU becomes ``gpus[i]`` (for scheduling a cold start
+    on whichever free group of GPUs a serving policy picks)."""
+    if len(gpus) != len(plan.load.gpus):
+        raise PlanError(f"relabel needs {len(plan.load.gpus)} GPUs, got {len(gpus)}")
+    mapping = dict(zip(plan.load.gpus, gpus))
+    return Plan(plan.mode, plan.partition, tuple(mapping[g] for g in plan.stage_gpus),
+                LoadPlan(tuple(gpus), plan.load.orders))
+
+
 def stages_served_by(stage_gpus: Iterable[int], gpu: int) -> tuple[int, ...]:
     """Stages whose serving GPU is ``gpu``."""
     return tuple(s for s, g in enumerate(stage_gpus) if g == gpu)
