@@ -211,7 +211,7 @@ def validate_plan(plan: Plan, model: ModelSpec, memory_budget_bytes: int | None 
         if not order:
             raise PlanError(f"GPU {gpu} has an empty load order")
         served = [s for s, g in enumerate(plan.stage_gpus) if g == gpu]
-        if served and plan.mode != "tensor_parallel" and order[0] not in served:
+        if served and plan.mode in ("pipeboost", "pipeline_only") and order[0] not in served:
             raise PlanError(f"GPU {gpu} must load its own stage first; order {list(order)} starts elsewhere")
 
 
