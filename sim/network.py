@@ -1,0 +1,188 @@
+"""Links as a fluid network: concurrent transfers share every link max-min fairly.
+
+This is SimGrid's fluid model in miniature. A transfer is a *flow* over a path of named links. While a
+set of flows is active, each flow moves bytes at a constant rate given by progressive filling
+(max-min fairness): repeatedly find the link whose remaining capacity divided by its unfixed flows is
+smallest, fix those flows at that share, remove their rate from every link they cross, and continue.
+Whenever a flow starts or ends, every flow's remaining bytes are advanced to ``now`` at its old rate, rates
+are recomputed and the next completion is rescheduled (one pending timer; stale timers are ignored).
+
+A transfer first pays its latency (per-copy launch plus path latencies) and only then joins the flow set.
+
+Contract: for given start times, sizes and capacities the completion times are deterministic (flows are
+kept in start order and ties are broken by flow id), and a flow completes when its remaining bytes drop to
+``EPS_BYTES`` or below.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import simpy
+
+logger = logging.getLogger(__name__)
+
+EPS_BYTES = 1e-3
+"""Remaining bytes at or below which a flow counts as complete (absorbs floating-point residue)."""
+
+
+@dataclass(eq=False)
+class Flow:
+    """One transfer in progress: ``remaining_bytes`` left to move at ``rate_bytes_per_s``."""
+
+    fid: int
+    links: tuple[str, ...]
+    nbytes: float
+    done: simpy.Event
+    remaining_bytes: float = field(init=False)
+    rate_bytes_per_s: float = 0.0
+    start_s: float = 0.0
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        self.remaining_bytes = float(self.nbytes)
+
+
+def max_min_rates(flows: Iterable[Flow], capacity_bytes_per_s: Mapping[str, float]) -> dict[int, float]:
+    """Max-min fair rate of each flow (by ``fid``) under link capacities, by progressive filling.
+
+    Deterministic: links are visited in sorted name order and flows in ``fid`` order.
+    """
+    flows = sorted(flows, key=lambda f: f.fid)
+    remaining = {}
+    users: dict[str, list[Flow]] = {}
+    for f in flows:
+        for link in f.links:
+            remaining.setdefault(link, float(capacity_bytes_per_s[link]))
+            users.setdefault(link, []).append(f)
+    rates: dict[int, float] = {}
+    active = {link: len(fs) for link, fs in users.items()}
+    while len(rates) < len(flows):
+        share, bottleneck = min((remaining[link] / active[link], link) for link in sorted(active) if active[link])
+        for f in users[bottleneck]:
+            if f.fid in rates:
+                continue
+            rates[f.fid] = share
+            for link in f.links:
+                remaining[link] = max(remaining[link] - share, 0.0)
+                active[link] -= 1
+    return rates
+
+
+class FluidNetwork:
+    """Named links with capacities (bytes/s) shared max-min fairly by the flows crossing them."""
+
+    def __init__(self, env: simpy.Environment, capacity_bytes_per_s: Mapping[str, float]) -> None:
+        self.env = env
+        self.capacity_bytes_per_s = dict(capacity_bytes_per_s)
+        self._flows: dict[int, Flow] = {}
+        self._pending: dict[simpy.Event, Flow] = {}
+        self._next_fid = 0
+        self._last_update_s = 0.0
+        self._timer_generation = 0
+        self.rate_updates = 0
+
+    @property
+    def active_flows(self) -> int:
+        return len(self._flows)
+
+    def transfer(self, links: tuple[str, ...], nbytes: float, latency_s: float = 0.0) -> simpy.Event:
+        """Start moving ``nbytes`` over ``links`` after ``latency_s``; the returned event fires at completion.
+
+        The event's value is the completion time in seconds.
+        """
+        for link in links:
+            if link not in self.capacity_bytes_per_s:
+                raise KeyError(f"unknown link {link!r}")
+        done = self.env.event()
+        flow = Flow(self._next_fid, tuple(links), nbytes, done)
+        self._next_fid += 1
+        self._pending[done] = flow
+        if latency_s > 0.0:
+            self.env.timeout(latency_s).callbacks.append(lambda _ev: self._start(flow))
+        else:
+            self._start(flow)
+        return done
+
+    def cancel(self, event: simpy.Event) -> None:
+        """Drop the transfer whose completion event is ``event`` (its GPU failed); no-op if already done.
+
+        The event never fires. Works both during the latency phase and while bytes are moving.
+        """
+        flow = self._pending.pop(event, None)
+        if flow is None:
+            return
+        flow.cancelled = True
+        if flow.fid in self._flows:
+            self._advance()
+            del self._flows[flow.fid]
+            self._reschedule()
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _start(self, flow: Flow) -> None:
+        if flow.cancelled:
+            return
+        self._advance()
+        flow.start_s = self.env.now
+        if flow.remaining_bytes <= EPS_BYTES:
+            del self._pending[flow.done]
+            flow.done.succeed(self.env.now)
+            return
+        self._flows[flow.fid] = flow
+        self._reschedule()
+
+    def _advance(self) -> None:
+        """Move every flow's remaining bytes forward to ``now`` at its current rate."""
+        now = self.env.now
+        dt = now - self._last_update_s
+        if dt > 0.0:
+            for flow in self._flows.values():
+                flow.remaining_bytes -= flow.rate_bytes_per_s * dt
+        self._last_update_s = now
+
+    def _reschedule(self) -> None:
+        """Recompute rates and arm a timer for the earliest completion."""
+        self._timer_generation += 1
+        if not self._flows:
+            return
+        self.rate_updates += 1
+        rates = max_min_rates(self._flows.values(), self.capacity_bytes_per_s)
+        delay = float("inf")
+        for flow in self._flows.values():
+            flow.rate_bytes_per_s = rates[flow.fid]
+            delay = min(delay, max(flow.remaining_bytes, 0.0) / flow.rate_bytes_per_s)
+        generation = self._timer_generation
+        self.env.timeout(delay).callbacks.append(lambda _ev: self._on_timer(generation))
+
+    def _on_timer(self, generation: int) -> None:
+        if generation != self._timer_generation:
+            return
+        self._advance()
+        finished = [f for f in self._flows.values() if f.remaining_bytes <= EPS_BYTES]
+        if not finished:
+            # Floating-point residue: the earliest flow is a hair short; finish the closest one.
+            finished = [min(self._flows.values(), key=lambda f: (f.remaining_bytes / f.rate_bytes_per_s, f.fid))]
+        for flow in finished:
+            del self._flows[flow.fid]
+            del self._pending[flow.done]
+        self._reschedule()
+        for flow in finished:
+            flow.done.succeed(self.env.now)
+
+
+def path_links(topology_path: Iterable[tuple[str, float, float]], params_bandwidth) -> tuple[tuple[str, ...], dict[str, float], float]:
+    """Split a ``Topology.path`` into link names, achieved capacities and summed path latency.
+
+    ``params_bandwidth(name, nominal)`` maps a nominal bandwidth to the achieved one (see
+    :func:`pipeboost.costs.link_bandwidth_bytes_per_s`).
+    """
+    names: list[str] = []
+    caps: dict[str, float] = {}
+    latency_s = 0.0
+    for name, bandwidth, lat in topology_path:
+        names.append(name)
+        caps[name] = params_bandwidth(name, bandwidth)
+        latency_s += lat
+    return tuple(names), caps, latency_s
