@@ -50,15 +50,13 @@ def own_stage_first_then_nearest_failure_cover(partition: PartitionPlan, stage_g
     for order in orders:
         holders[order[0]] += 1
     for _ in range(n - 1):
-        picks = []
         for i, gpu in enumerate(gpus):
             def rank(s: int, i: int = i, gpu: int = gpu) -> tuple:
-                dist = topology.distance(gpu, stage_gpus[s]) if topology is not None else 0
+                dist = topology.distance(gpu, stage_gpus[s]) if topology is not None and s < len(stage_gpus) else 0
                 return (holders[s], -dist, (s - orders[i][0]) % n)
-            picks.append(min((s for s in range(n) if s not in orders[i]), key=rank))
-        for i, s in enumerate(picks):
-            orders[i].append(s)
-            holders[s] += 1
+            pick = min((s for s in range(n) if s not in orders[i]), key=rank)
+            orders[i].append(pick)
+            holders[pick] += 1
     return tuple(tuple(o) for o in orders)
 
 

@@ -1,0 +1,203 @@
+"""The per-device loader thread: copies units from the host source into the device arena, in plan order.
+
+A load is a real copy: tensors are read by name from the memory-mapped safetensors files (page cache)
+and copied chunk by chunk into arena views. On CPU virtual devices an optional per-link bandwidth cap
+(bytes/s) paces the copy (sleep until ``bytes_done / bandwidth`` has elapsed) to emulate a PCIe link. On
+CUDA the chunks go through a bounded pool of pinned staging buffers and ``non_blocking`` copies on the
+device's copy stream; a CUDA event recorded after the unit's last copy marks it ready for compute.
+
+The queue of units is dynamic: recovery can move units to the front (:meth:`Loader.prepend`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+import torch
+from transformers import PretrainedConfig
+
+from executor.checkpoint import CheckpointReader
+from executor.devices import Device
+from executor.tracer import Tracer
+from executor.units import build_unit, materialise, unit_tensor_names
+from pipeboost.errors import CheckpointError, DeviceFailure
+from pipeboost.trace import TraceKind
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 << 20
+STAGING_BUFFERS_PER_LINK = 2
+IDLE_POLL_S = 0.02
+
+
+class LinkPacer:
+    """Throttles one link to ``bandwidth_bytes_per_s`` (``None``: unthrottled) over one unit's copy."""
+
+    def __init__(self, bandwidth_bytes_per_s: float | None) -> None:
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
+        self._t_start = 0.0
+        self._bytes = 0
+
+    def start(self) -> None:
+        self._t_start = time.perf_counter()
+        self._bytes = 0
+
+    def pace(self, nbytes: int) -> None:
+        """Account ``nbytes`` just copied; sleep until the link could have carried them."""
+        if not self.bandwidth_bytes_per_s:
+            return
+        self._bytes += nbytes
+        wait_s = self._t_start + self._bytes / self.bandwidth_bytes_per_s - time.perf_counter()
+        if wait_s > 0:
+            time.sleep(wait_s)
+
+
+class CudaStaging:
+    """Pinned staging buffers and a copy stream for host -> GPU copies of one device."""
+
+    def __init__(self, device: torch.device, chunk_bytes: int = CHUNK_BYTES,
+                 buffers: int = STAGING_BUFFERS_PER_LINK) -> None:
+        self.stream = torch.cuda.Stream(device)
+        self.buffers = [torch.empty(chunk_bytes, dtype=torch.uint8, pin_memory=True) for _ in range(buffers)]
+        self.events: list[torch.cuda.Event | None] = [None] * buffers
+        self._next = 0
+
+    def copy(self, src: torch.Tensor, dst: torch.Tensor, pacer: LinkPacer, failed: threading.Event) -> None:
+        """Copy flat uint8 ``src`` (host) into ``dst`` (GPU) through the staging buffers."""
+        chunk = self.buffers[0].numel()
+        for off in range(0, src.numel(), chunk):
+            if failed.is_set():
+                return
+            i = self._next
+            self._next = (i + 1) % len(self.buffers)
+            if self.events[i] is not None:
+                self.events[i].synchronize()  # buffer i's previous copy has left it
+            n = min(chunk, src.numel() - off)
+            staged = self.buffers[i][:n]
+            staged.copy_(src[off:off + n])
+            with torch.cuda.stream(self.stream):
+                dst[off:off + n].copy_(staged, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+            self.events[i] = event
+            pacer.pace(n)
+
+    def unit_done(self) -> torch.cuda.Event:
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+
+def _copy_cpu(src: torch.Tensor, dst: torch.Tensor, pacer: LinkPacer, failed: threading.Event) -> None:
+    """Chunked copy of flat uint8 ``src`` into ``dst`` (both host memory), paced by ``pacer``."""
+    for off in range(0, src.numel(), CHUNK_BYTES):
+        if failed.is_set():
+            return
+        end = min(off + CHUNK_BYTES, src.numel())
+        dst[off:end].copy_(src[off:end])
+        pacer.pace(end - off)
+
+
+def _flat_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1).view(torch.uint8)
+
+
+class Loader(threading.Thread):
+    """Loads ``units`` onto ``device`` in order; recovery may prepend units while it runs.
+
+    ``before_unit(gpu, unit)`` is called as a unit's load begins (fault injection hook) and
+    ``after_unit(gpu, unit)`` once it is resident. The thread exits when the device fails or ``stop`` is set.
+    """
+
+    def __init__(self, device: Device, reader: CheckpointReader, config: PretrainedConfig,
+                 units: tuple[int, ...], tracer: Tracer, stop: threading.Event,
+                 bandwidth_bytes_per_s: float | None = None,
+                 before_unit: Callable[[int, int], None] | None = None,
+                 after_unit: Callable[[int, int], None] | None = None) -> None:
+        super().__init__(name=f"loader-{device.index}", daemon=True)
+        self.device, self.reader, self.config, self.tracer, self.stop = device, reader, config, tracer, stop
+        self.pacer = LinkPacer(bandwidth_bytes_per_s)
+        self.before_unit = before_unit or (lambda gpu, unit: None)
+        self.after_unit = after_unit or (lambda gpu, unit: None)
+        self._queue: collections.deque[int] = collections.deque(units)
+        self._cond = threading.Condition()
+        self._staging = CudaStaging(device.torch_device) if device.is_cuda else None
+        self.error: BaseException | None = None
+
+    def prepend(self, units: tuple[int, ...]) -> None:
+        """Load ``units`` (in this order) before anything else still queued; resident units are skipped."""
+        with self._cond:
+            rest = [u for u in self._queue if u not in units]
+            todo = [u for u in units if not self.device.ready_event(u).is_set()]
+            self._queue = collections.deque(todo + rest)
+            self._cond.notify()
+
+    def pending(self) -> tuple[int, ...]:
+        with self._cond:
+            return tuple(self._queue)
+
+    def _next_unit(self) -> int | None:
+        with self._cond:
+            while not self._queue:
+                if self.stop.is_set() or self.device.failed.is_set():
+                    return None
+                self._cond.wait(IDLE_POLL_S)
+            return self._queue.popleft()
+
+    def run(self) -> None:
+        if self.device.is_cuda:
+            torch.cuda.set_device(self.device.torch_device)
+        try:
+            while not (self.stop.is_set() or self.device.failed.is_set()):
+                unit = self._next_unit()
+                if unit is None:
+                    break
+                if not self.device.ready_event(unit).is_set():
+                    self._load(unit)
+        except (CheckpointError, DeviceFailure) as exc:
+            self.error = exc
+            log.error("loader of device %d stopped: %s", self.device.index, exc)
+
+    def _load(self, unit: int) -> None:
+        dev = self.device
+        t_start = self.tracer.now_s()
+        self.before_unit(dev.index, unit)
+        module = build_unit(self.config, unit)
+        names = unit_tensor_names(self.config, unit, module)
+        expected = module.state_dict()
+        self.pacer.start()
+        tensors: dict[str, torch.Tensor] = {}
+        nbytes = 0
+        for local, name in names.items():
+            src = self.reader.get(name)
+            dst = dev.arena.alloc(tuple(src.shape), src.dtype)
+            if tuple(src.shape) != tuple(expected[local].shape):
+                raise CheckpointError(f"{self.reader.model_dir}: tensor {name!r} has shape {list(src.shape)}, "
+                                      f"expected {list(expected[local].shape)}")
+            if self._staging is not None:
+                self._staging.copy(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
+            else:
+                _copy_cpu(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
+            if dev.failed.is_set():
+                return  # half-loaded: discarded with the arena
+            tensors[local] = dst
+            nbytes += dst.numel() * dst.element_size()
+        self._publish(unit, module, tensors, nbytes, t_start)
+
+    def _publish(self, unit: int, module: torch.nn.Module, tensors: dict[str, torch.Tensor], nbytes: int,
+                 t_start: float) -> None:
+        dev = self.device
+        module = materialise(module, tensors, self.config, dev.torch_device)
+        if self._staging is not None:
+            dev.cuda_events[unit] = self._staging.unit_done()
+            dev.cuda_events[unit].synchronize()  # LOAD ends when the bytes are on the device
+        if dev.failed.is_set():
+            return
+        dev.units[unit] = module
+        self.tracer.add(t_start, self.tracer.now_s(), TraceKind.LOAD, gpu=dev.index, layer=unit, nbytes=nbytes)
+        dev.ready_event(unit).set()
+        self.after_unit(dev.index, unit)
