@@ -81,7 +81,7 @@ class Device:
     units: dict[int, nn.Module] = field(default_factory=dict)
     ready: dict[int, threading.Event] = field(default_factory=dict)
     cuda_events: dict[int, object] = field(default_factory=dict)
-    kv: dict[int, RequestKVCache] = field(default_factory=dict)
+    kv: dict[tuple[int, int], RequestKVCache] = field(default_factory=dict)
     failed: threading.Event = field(default_factory=threading.Event)
     failure_cause: str = ""
 
@@ -119,9 +119,9 @@ class Device:
             raise DeviceFailure(self.index, self.failure_cause)
         return module
 
-    def cache_of(self, request: int) -> RequestKVCache:
-        """The KV cache of ``request`` on this device (created empty on first use)."""
-        return self.kv.setdefault(request, RequestKVCache())
+    def cache_of(self, key: tuple[int, int]) -> RequestKVCache:
+        """The KV cache of ``(request, epoch)`` on this device (created empty on first use)."""
+        return self.kv.setdefault(key, RequestKVCache())
 
     def mark_failed(self, cause: str) -> bool:
         """Set the failed flag and drop weights and caches; False if it had already failed."""

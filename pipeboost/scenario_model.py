@@ -54,14 +54,14 @@ class ServingSpec:
 class ExecutorSpec:
     """How the executor replays a scenario: devices (``cpu:N`` or ``cuda:0,1``), an optional emulated
     per-link cap, the model folder (made with ``make-checkpoint`` when absent), a time scale applied to
-    arrival times and a cap on replayed requests (CPU replays stay small)."""
+    arrival times and a cap on replayed requests (CPU replays stay small). The executor uses the
+    model's dtype (``model.dtype``; float32 gives exact token equality on CPU)."""
 
     devices: str = "cpu:2"
     link_bandwidth_gbps: float | None = None
     model_dir: str | None = None
     time_scale: float = 1.0
     max_requests: int | None = 8
-    dtype: str = "float32"
 
 
 @dataclass(frozen=True)

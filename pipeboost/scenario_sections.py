@@ -180,8 +180,7 @@ def parse_executor(node: Node) -> ExecutorSpec:
         link_bandwidth_gbps=node.get("link_bandwidth_gbps", float, None, check=positive),
         model_dir=node.get("model_dir", str, None),
         time_scale=node.get("time_scale", float, 1.0, check=positive),
-        max_requests=node.get("max_requests", int, 8, check=at_least(1)),
-        dtype=node.choice("dtype", tuple(DTYPE_BYTES), "float32"))
+        max_requests=node.get("max_requests", int, 8, check=at_least(1)))
     node.done()
     return spec
 

@@ -1,0 +1,126 @@
+"""The per-device compute worker: runs stage tasks of requests (micro-batches of one request each).
+
+A :class:`StageTask` asks a device to run one stage of one step (prefill or one decode step) of one
+request. The worker waits for each unit to be resident (execute-while-load), runs it with the request's
+KV cache on this device, records a PREFILL/DECODE interval per unit, then either continues with the next
+stage inline (same device, e.g. a replica) or hands the hidden state to the next stage's device (HOP).
+The last stage hands the logits to the runtime, which picks the greedy token.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from executor.devices import Device
+from pipeboost.errors import DeviceFailure
+from pipeboost.trace import TraceKind
+
+if TYPE_CHECKING:
+    from executor.pipeline import Runtime, RequestState
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLL_S = 0.02
+
+
+@dataclass
+class StageTask:
+    """One stage of one step of one request.
+
+    ``data`` is token ids ``(1, T)`` for stage 0, else the hidden state ``(1, T, H)``; ``positions`` the
+    absolute positions ``(1, T)``; ``step`` the index of the output token this step produces; ``epoch``
+    the request's routing epoch when the step began (a rerouted request ignores older tasks).
+    """
+
+    request: "RequestState"
+    epoch: int
+    stage: int
+    data: torch.Tensor
+    positions: torch.Tensor
+    prefill: bool
+    step: int
+
+    def is_stale(self) -> bool:
+        return self.epoch != self.request.epoch or self.request.finished
+
+
+class ComputeWorker(threading.Thread):
+    """Runs the stage tasks queued for one device, one at a time, in arrival order."""
+
+    def __init__(self, device: Device, runtime: "Runtime", threads: int = 1) -> None:
+        super().__init__(name=f"compute-{device.index}", daemon=True)
+        self.device = device
+        self.runtime = runtime
+        self.threads = threads
+        self.tasks: queue.Queue[StageTask] = queue.Queue()
+
+    def submit(self, task: StageTask) -> None:
+        """Queue a task; tasks for a failed device are dropped (recovery reroutes their request)."""
+        if not self.device.failed.is_set():
+            self.tasks.put(task)
+
+    def run(self) -> None:
+        torch.set_num_threads(self.threads)
+        if self.device.is_cuda:
+            torch.cuda.set_device(self.device.torch_device)
+        stop = self.runtime.stop
+        while not (stop.is_set() or self.device.failed.is_set()):
+            try:
+                task = self.tasks.get(timeout=QUEUE_POLL_S)
+            except queue.Empty:
+                continue
+            if task.is_stale():
+                continue
+            try:
+                with torch.inference_mode():
+                    self._run(task)
+            except DeviceFailure:
+                break
+            except InterruptedError:
+                break
+
+    def _run(self, task: StageTask) -> None:
+        """Run ``task``'s stage and any following stages routed to this device, then hand off."""
+        rt = self.runtime
+        hidden = task.data
+        stage = task.stage
+        while True:
+            rt.faults.before_compute(self.device.index, task.prefill, task.step)
+            if self.device.failed.is_set():
+                raise DeviceFailure(self.device.index, self.device.failure_cause)
+            hidden = self._run_stage(task, stage, hidden)
+            if stage == rt.partition.num_stages - 1:
+                rt.emit(task, hidden)
+                return
+            stage += 1
+            next_gpu = task.request.route[stage]
+            if next_gpu != self.device.index:
+                rt.hop(task, stage, hidden, self.device.index, next_gpu)
+                return
+
+    def _wait_units(self, units: tuple[int, ...]) -> None:
+        for unit in units:
+            self.device.wait_resident(unit, self.runtime.stop)
+
+    def _run_stage(self, task: StageTask, stage: int, data: torch.Tensor) -> torch.Tensor:
+        rt = self.runtime
+        units = rt.units_of_stage(stage)
+        if not rt.execute_while_load:
+            self._wait_units(rt.wait_set(self.device.index, stage))
+        cache = self.device.cache_of((task.request.id, task.epoch))
+        kind = TraceKind.PREFILL if task.prefill else TraceKind.DECODE
+        for unit in units:
+            module = self.device.wait_resident(unit, rt.stop)
+            t_start = rt.tracer.now_s()
+            data = rt.run_unit(module, unit, data, task, cache)
+            if self.device.is_cuda:
+                torch.cuda.current_stream(self.device.torch_device).synchronize()
+            rt.tracer.add(t_start, rt.tracer.now_s(), kind, gpu=self.device.index, stage=stage, layer=unit,
+                          request=task.request.id, attrs={"step": task.step})
+        return data
