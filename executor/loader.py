@@ -127,6 +127,7 @@ class Loader(threading.Thread):
         self._cond = threading.Condition()
         self._staging = CudaStaging(device.torch_device) if device.is_cuda else None
         self.error: BaseException | None = None
+        self.on_error: Callable[[BaseException], None] = lambda exc: None
 
     def prepend(self, units: tuple[int, ...]) -> None:
         """Load ``units`` (in this order) before anything else still queued; resident units are skipped."""
@@ -161,6 +162,8 @@ class Loader(threading.Thread):
         except (CheckpointError, DeviceFailure) as exc:
             self.error = exc
             log.error("loader of device %d stopped: %s", self.device.index, exc)
+            if isinstance(exc, CheckpointError):
+                self.on_error(exc)
 
     def _load(self, unit: int) -> None:
         dev = self.device

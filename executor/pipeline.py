@@ -73,6 +73,7 @@ class Runtime:
         self.lock = threading.RLock()
         self.all_done = threading.Event()
         self.expected_requests = 0
+        self.unrecoverable: str | None = None
         self.on_token: Callable[[RequestState], None] = lambda req: None
         self.workers = {g: ComputeWorker(d, self, threads_per_device) for g, d in devices.items()}
 
@@ -118,6 +119,11 @@ class Runtime:
         """Route a newly arrived request and start its prefill."""
         with self.lock:
             self.requests[req.id] = req
+            if self.unrecoverable is not None:
+                req.finished = True
+                self.tracer.instant(TraceKind.REQUEST_ERROR, request=req.id, attrs={"reason": self.unrecoverable})
+                self._check_done()
+                return
             req.route = self._route()
             self._start_step(req)
 
@@ -184,6 +190,9 @@ class Runtime:
         for device in self.devices.values():
             for key in [k for k in list(device.kv) if k[0] == req.id]:
                 device.kv.pop(key, None)
+        self._check_done()
+
+    def _check_done(self) -> None:
         if sum(r.finished for r in self.requests.values()) >= self.expected_requests:
             self.all_done.set()
 

@@ -72,8 +72,7 @@ def _check_consistency(root: Node, scenario: Scenario) -> None:
     try:
         build_plan(scenario)
     except PlanError as exc:
-        raise root.error(f"no valid plan: {exc}", "use more cold-start GPUs/stages, a smaller model or "
-                         "another policy", key_path="policies") from None
+        raise root.error(f"no valid plan: {exc}", None, key_path="policies") from None
 
 
 def scenario_from_dict(doc: Any, file: str | None = None) -> Scenario:

@@ -27,6 +27,7 @@ BANDWIDTH = {"_bytes_per_s": 1.0, "_gbps": 1e9}
 LATENCY = {"_s": 1.0, "_us": 1e-6}
 MEMORY = {"_bytes": 1.0, "_gb": 1e9, "_gib": float(1024**3)}
 FLOPS = {"_flops": 1.0, "_tflops": 1e12}
+MAX_LAYERS = 1024
 
 
 def resolve(node: Node, relative: str) -> Path:
@@ -56,11 +57,18 @@ def parse_model(node: Node) -> tuple[ModelSpec, dict[str, Any], str | None]:
     node.done()
     try:
         spec = model_spec_from_hf_config(config, name or preset or "model", dtype)
-    except ValueError as exc:
-        raise node.error(f"model config rejected: {exc}", None, sources[0]) from None
-    if spec.num_layers < 1 or spec.hidden_size < 1 or spec.num_heads < 1 or spec.vocab_size < 1:
-        raise node.error("model config has a non-positive size", "check num_hidden_layers, hidden_size, "
-                         "num_attention_heads, vocab_size", sources[0])
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        raise node.error(f"model config rejected: {exc}", "fix the config values (positive integers)",
+                         sources[0]) from None
+    sizes = (spec.num_layers, spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.intermediate_size,
+             spec.vocab_size, spec.max_position_embeddings, spec.head_dim, spec.word_embed_proj_dim)
+    if spec.num_layers > MAX_LAYERS:
+        raise node.error(f"{spec.num_layers} decoder layers is beyond any supported model",
+                         f"use at most {MAX_LAYERS} layers", sources[0])
+    if min(sizes) < 1 or spec.num_heads % spec.num_kv_heads:
+        raise node.error("model config has a non-positive size or heads not divisible by KV heads",
+                         "check num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, "
+                         "intermediate_size/ffn_dim, vocab_size, max_position_embeddings", sources[0])
     return spec, config, preset
 
 

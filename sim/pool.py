@@ -1,0 +1,109 @@
+"""The global request queue, the idle-server registry that dispatches work, and request outcomes.
+
+Servers (replica loops, pipeline schedulers) take requests from one FIFO queue. A server with nothing
+to do registers an idle-wake event; each pushed request wakes at most one idle server, the most recently
+idle first (LIFO concentrates load so that surplus instances go idle and reach their keep-alive).
+Requests interrupted by a failure go back to the *front* of the queue in id order.
+
+Every request ends exactly once: :meth:`RequestPool.token` records FINISH when the last token is out, and
+:meth:`RequestPool.fail` records REQUEST_ERROR with a reason when no capacity remains.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Hashable, Iterable
+
+import simpy
+
+from pipeboost.trace import TraceKind
+from sim.state import ReqState, Tracer
+
+RELEASE = "release"
+"""Value of an idle-wake event telling the server to stop (its instance is released)."""
+
+
+class RequestPool:
+    """FIFO of waiting requests plus idle servers; counts terminal requests."""
+
+    def __init__(self, env: simpy.Environment, tracer: Tracer, on_terminal: Callable[[], None]) -> None:
+        self.env = env
+        self.tracer = tracer
+        self.queue: deque[ReqState] = deque()
+        self._idle: dict[Hashable, simpy.Event] = {}
+        self._on_terminal = on_terminal
+        self.terminal = 0
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    # ---- queue ------------------------------------------------------------------------------
+    def push(self, req: ReqState) -> None:
+        self.queue.append(req)
+        self._wake(1)
+
+    def push_front(self, reqs: Iterable[ReqState]) -> None:
+        """Return interrupted requests to the head of the queue (lowest id first)."""
+        live = sorted((r for r in reqs if not r.done), key=lambda r: r.id)
+        self.queue.extendleft(reversed(live))
+        self._wake(len(live))
+
+    def take(self, limit: int) -> list[ReqState]:
+        """Up to ``limit`` requests from the head of the queue."""
+        q = self.queue
+        n = min(limit, len(q))
+        return [q.popleft() for _ in range(n)]
+
+    # ---- idle servers -----------------------------------------------------------------------
+    def wait_work(self, owner: Hashable) -> simpy.Event:
+        """Register ``owner`` as idle; the event fires with ``None`` on new work or :data:`RELEASE`."""
+        ev = self.env.event()
+        self._idle[owner] = ev
+        return ev
+
+    def withdraw(self, owner: Hashable) -> None:
+        """Tell an idle ``owner`` to stop (no-op if it is busy)."""
+        ev = self._idle.pop(owner, None)
+        if ev is not None:
+            ev.succeed(RELEASE)
+
+    def forget(self, owner: Hashable) -> None:
+        """Drop an idle registration without waking it (its process was interrupted)."""
+        self._idle.pop(owner, None)
+
+    def _wake(self, count: int) -> None:
+        for _ in range(min(count, len(self._idle))):
+            _owner, ev = self._idle.popitem()
+            ev.succeed(None)
+
+    # ---- outcomes ---------------------------------------------------------------------------
+    def token(self, req: ReqState, t_s: float, gpu: int | None) -> bool:
+        """Record one output token of ``req`` at ``t_s``; returns True when the request finished."""
+        req.generated += 1
+        tracer = self.tracer
+        if req.generated == 1:
+            tracer.instant(TraceKind.FIRST_TOKEN, t_s, gpu=gpu, request=req.id)
+        elif tracer.token_records:
+            tracer.instant(TraceKind.TOKEN, t_s, gpu=gpu, request=req.id, attrs={"index": req.generated - 1})
+        if req.generated >= req.output:
+            req.done = True
+            tracer.instant(TraceKind.FINISH, t_s, gpu=gpu, request=req.id)
+            self._terminal()
+            return True
+        return False
+
+    def fail(self, req: ReqState, reason: str) -> None:
+        """End ``req`` with an explicit error (no capacity remains to serve it)."""
+        if req.done:
+            return
+        req.done = True
+        self.tracer.instant(TraceKind.REQUEST_ERROR, self.env.now, request=req.id, attrs={"reason": reason})
+        self._terminal()
+
+    def fail_all_queued(self, reason: str) -> None:
+        while self.queue:
+            self.fail(self.queue.popleft(), reason)
+
+    def _terminal(self) -> None:
+        self.terminal += 1
+        self._on_terminal()
