@@ -9,7 +9,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
@@ -17,31 +16,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from executor.checkpoint import make_checkpoint  # noqa: E402
-from pipeboost.plan import LoadPlan, PartitionPlan, Plan  # noqa: E402
-from pipeboost.trace import TraceKind, TraceRecord  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Req:
-    """A request as the engine reads it."""
-
-    id: int
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-
-
-def make_plan(num_layers: int, boundaries: tuple[int, ...], gpus: tuple[int, ...] | None = None,
-              mode: str = "pipeboost", full: bool = True) -> Plan:
-    """Stage s on GPU s; each GPU loads its own stage first, then (``full``) the others in ring order."""
-    stages = len(boundaries) - 1
-    gpus = gpus if gpus is not None else tuple(range(stages))
-    orders = []
-    for i, _ in enumerate(gpus):
-        own = i % stages
-        orders.append(tuple((own + k) % stages for k in range(stages if full else 1)))
-    stage_gpus = tuple(gpus[s] for s in range(stages))
-    return Plan(mode, PartitionPlan(num_layers, boundaries), stage_gpus, LoadPlan(tuple(gpus), tuple(orders)))
 
 
 @pytest.fixture(scope="session")
@@ -78,25 +52,3 @@ def reference_tokens() -> Callable[[Path, list[int], int], list[int]]:
             memo[key] = out[0, len(prompt):].tolist()
         return memo[key]
     return get
-
-
-def assert_compute_after_load(trace: list[TraceRecord]) -> None:
-    """No unit is computed on a device before that device's LOAD record of the unit has ended."""
-    loaded = {(r.gpu, r.layer): r.t_end_s for r in trace if r.kind == TraceKind.LOAD}
-    for r in trace:
-        if r.kind in (TraceKind.PREFILL, TraceKind.DECODE):
-            assert (r.gpu, r.layer) in loaded, f"unit {r.layer} computed on GPU {r.gpu} without a load"
-            assert loaded[(r.gpu, r.layer)] <= r.t_start_s, f"unit {r.layer} on GPU {r.gpu} ran before loaded"
-
-
-def assert_request_lifecycle(trace: list[TraceRecord], requests: list[Req]) -> None:
-    """Every request arrives, gets its first token, all its tokens and finishes, in that order."""
-    for req in requests:
-        recs = [r for r in trace if r.request == req.id]
-        kinds = [r.kind for r in recs]
-        assert kinds.count(TraceKind.ARRIVAL) == 1 and kinds.count(TraceKind.FINISH) == 1
-        arrival = next(r for r in recs if r.kind == TraceKind.ARRIVAL)
-        first = [r for r in recs if r.kind == TraceKind.FIRST_TOKEN]
-        assert len(first) == 1 and first[0].t_start_s >= arrival.t_start_s
-        tokens = [r for r in recs if r.kind == TraceKind.TOKEN]
-        assert len({r.attrs["index"] for r in tokens}) == req.output_tokens - 1

@@ -1,0 +1,167 @@
+"""Pipeline serving while the model loads: a scheduler forming micro-batches and their processes.
+
+The scheduler of an instance takes up to ``max_batch_size`` queued requests as one micro-batch and
+starts a process for it; at most ``num_stages`` micro-batches are in flight (the usual pipeline depth).
+It pauses while a failure is being recovered and stops when the instance switches to replica serving
+(in-flight micro-batches then drain).
+
+A micro-batch runs prefill through every stage, then decode steps until all its requests finished
+(static batching: the batch shrinks as requests finish). On stage ``s`` the stage GPU computes its units in
+order; a unit that is not resident yet is waited for (execute-while-load), and the compute resource is
+held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``).
+A failure of any stage GPU interrupts every in-flight micro-batch of the instance: their requests are
+requeued at detection and re-prefilled with prompt plus generated tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Generator, Sequence
+
+import simpy
+
+from pipeboost.errors import DeviceFailure
+from pipeboost.trace import TraceKind
+from sim.pool import RELEASE
+from sim.state import ReqState
+
+if TYPE_CHECKING:
+    from sim.instance import Instance
+
+logger = logging.getLogger(__name__)
+
+
+def run_scheduler(inst: "Instance") -> Generator[simpy.Event, object, None]:
+    """Form micro-batches from the queue while the instance serves in pipeline mode."""
+    ctx = inst.ctx
+    pool = ctx.pool
+    owner = ("pipeline", inst.iid)
+    limit = max(inst.partition.num_stages, 1)
+    batch = ctx.scenario.serving.max_batch_size
+    try:
+        while inst.pipeline_open:
+            if inst.recovering or inst.inflight >= limit:
+                yield inst.kicked
+                continue
+            reqs = pool.take(batch)
+            if not reqs:
+                woke = yield pool.wait_work(owner)
+                if woke == RELEASE:
+                    return
+                continue
+            inst.inflight += 1
+            inst.work_started()
+            ctx.env.process(run_microbatch(inst, reqs))
+    except simpy.Interrupt:
+        pool.forget(owner)
+        return
+    pool.forget(owner)
+    pool.push_front([])  # hand any queued work to other servers
+
+
+def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Event, object, None]:
+    """Prefill then decode ``reqs`` through the pipeline; on a failure their requests become orphans."""
+    ctx = inst.ctx
+    env = ctx.env
+    me = env.active_process
+    stage_gpus = tuple(dict.fromkeys(inst.stage_gpus))
+    for g in stage_gpus:
+        ctx.gpus[g].procs[me] = None
+    try:
+        tokens = [r.prefill_tokens for r in reqs]
+        costs = ctx.costs
+        yield from _through_stages(inst, reqs, "prefill", lambda u: costs.unit_prefill_s(u, tokens), sum(tokens))
+        _emit_tokens(inst, reqs)
+        live = [r for r in reqs if not r.done]
+        while live:
+            batch, context = len(live), sum(r.context for r in live)
+            yield from _through_stages(inst, live, "decode", lambda u: costs.unit_decode_s(u, batch, context), batch)
+            _emit_tokens(inst, live)
+            live = [r for r in live if not r.done]
+    except (simpy.Interrupt, DeviceFailure):
+        inst.orphan(reqs)
+    finally:
+        for g in stage_gpus:
+            ctx.gpus[g].procs.pop(me, None)
+        inst.inflight -= 1
+        inst.work_ended()
+        inst.kick()
+
+
+def _emit_tokens(inst: "Instance", reqs: Sequence[ReqState]) -> None:
+    now = inst.env.now
+    last_gpu = inst.stage_gpus[-1]
+    for r in reqs:
+        inst.ctx.pool.token(r, now, last_gpu)
+
+
+def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_cost: Callable[[int], float],
+                    tokens_total: int) -> Generator[simpy.Event, object, None]:
+    env = inst.env
+    n = inst.partition.num_stages
+    for s in range(n):
+        g = inst.stage_gpus[s]
+        yield from _run_stage(inst, g, s, kind, unit_cost, reqs)
+        nxt = inst.stage_gpus[s + 1] if s + 1 < n else g
+        if nxt != g:
+            t0 = env.now
+            nbytes = inst.ctx.scenario.model.activation_bytes(tokens_total)
+            yield env.timeout(inst.ctx.costs.hop_s(tokens_total))
+            inst.ctx.tracer.interval(TraceKind.HOP, t0, env.now, gpu=g, stage=s, nbytes=nbytes,
+                                     attrs={"to": nxt, "kind": kind})
+
+
+def _check_fault(inst: "Instance", g: int, kind: str, first_run: bool) -> None:
+    ctx = inst.ctx
+    gpu = ctx.gpus[g]
+    if kind == "prefill":
+        if not gpu.first_prefill_done:
+            gpu.first_prefill_done = True
+            if ctx.faults.on_prefill(g):
+                ctx.fail_gpu(g, "fault: first prefill")
+                raise DeviceFailure(g, "prefill")
+    elif first_run:
+        gpu.decode_iters += 1
+        if ctx.faults.on_decode(g, gpu.decode_iters):
+            ctx.fail_gpu(g, f"fault: decode step {gpu.decode_iters}")
+            raise DeviceFailure(g, "decode")
+
+
+def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[[int], float],
+               reqs: Sequence[ReqState]) -> Generator[simpy.Event, object, None]:
+    """Compute stage ``s``'s units on GPU ``g``, waiting for each non-resident unit to land."""
+    env = inst.env
+    gpu = inst.ctx.gpus[g]
+    units = inst.partition.units_of_stage(s)
+    i = 0
+    while i < len(units):
+        if units[i] not in gpu.resident:
+            yield gpu.ready_event(units[i])
+        j = i + 1
+        while j < len(units) and units[j] in gpu.resident:
+            j += 1
+        with gpu.compute.request() as req:
+            yield req
+            _check_fault(inst, g, kind, i == 0)
+            durations = [unit_cost(u) for u in units[i:j]]
+            t0 = env.now
+            yield env.timeout(sum(durations))
+            _record(inst, g, s, kind, units[i:j], durations, t0, reqs)
+        i = j
+
+
+def _record(inst: "Instance", g: int, s: int, kind: str, units: Sequence[int], durations: Sequence[float],
+            t0: float, reqs: Sequence[ReqState]) -> None:
+    tracer = inst.ctx.tracer
+    trace_kind = TraceKind.PREFILL if kind == "prefill" else TraceKind.DECODE
+    request = reqs[0].id if len(reqs) == 1 else None
+    attrs = {} if len(reqs) == 1 else {"requests": [r.id for r in reqs]}
+    if not tracer.step_records and kind == "decode":
+        tracer.interval(trace_kind, t0, inst.env.now, gpu=g, stage=s, request=request,
+                        attrs={**attrs, "units": [units[0], units[-1]]})
+        return
+    t = t0
+    for u, d in zip(units, durations):
+        end = t + d
+        tracer.interval(trace_kind, t, end, gpu=g, stage=s, layer=u, request=request, attrs=dict(attrs))
+        t = end
