@@ -60,7 +60,7 @@ def _copy(ctx, inst: "Instance", g: int, unit: int, nbytes: int) -> Generator[si
     net, links, latency_s = ctx.route(g)
     t0 = env.now
     done = net.transfer(links, nbytes, latency_s)
-    gpu.transfer = (net, done)
+    gpu.transfer = (net, done, unit, nbytes)
     yield done
     gpu.transfer = None
     gpu.make_resident(unit, nbytes)

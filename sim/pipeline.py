@@ -56,7 +56,6 @@ def run_scheduler(inst: "Instance") -> Generator[simpy.Event, object, None]:
         pool.forget(owner)
         return
     pool.forget(owner)
-    pool.push_front([])  # hand any queued work to other servers
 
 
 def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Event, object, None]:

@@ -30,11 +30,11 @@ class GPUState:
         self.compute = simpy.Resource(env, capacity=1)
         self.resident: set[int] = set()
         self._ready: dict[int, simpy.Event] = {}
-        self.procs: set[simpy.Process] = set()
+        self.procs: dict[simpy.Process, None] = {}  # ordered set: deterministic interrupts
         self.instance: Any = None
         self.first_prefill_done = False
         self.decode_iters = 0
-        self.transfer: tuple[Any, simpy.Event] | None = None
+        self.transfer: tuple[Any, simpy.Event, int, int] | None = None  # (network, done, unit, nbytes)
 
     def ready_event(self, unit: int) -> simpy.Event:
         """Event that fires when ``unit`` becomes resident (already triggered if it is)."""

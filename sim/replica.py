@@ -1,0 +1,115 @@
+"""Replica serving with continuous batching, at iteration granularity.
+
+One server process per full replica (one GPU), or one per tensor-parallel group (all its GPUs). Each
+iteration admits queued requests up to ``max_batch_size`` running sequences, then costs one step:
+whole-model prefill of the newly admitted sequences (prompt plus tokens generated before a failure) plus
+one decode step of the sequences already running (:class:`sim.stepcost.StepCosts`, derived from
+``pipeboost.costs``). Newly admitted sequences get their first (or next) token at the end of the step, the
+others one more token. One SimPy timeout per iteration keeps 100k-request runs fast.
+
+The GPU's compute resource is requested only while pipeline micro-batches of the same instance are still
+in flight (they share the GPU); afterwards the replica owns the GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Generator
+
+import simpy
+
+from pipeboost.errors import DeviceFailure
+from pipeboost.trace import TraceKind
+from sim.pool import RELEASE
+from sim.state import ReqState
+from sim.stepcost import StepCosts
+
+if TYPE_CHECKING:
+    from sim.instance import Instance
+
+logger = logging.getLogger(__name__)
+
+
+def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list[ReqState],
+            old: list[ReqState]) -> float:
+    """Duration of one iteration; checks prefill / decode-step fault triggers on the GPUs."""
+    ctx = inst.ctx
+    duration = 0.0
+    if new:
+        duration += sum(costs.model_prefill_s(r.prefill_tokens) for r in new)
+        for g in gpus:
+            gpu = ctx.gpus[g]
+            if not gpu.first_prefill_done:
+                gpu.first_prefill_done = True
+                if ctx.faults.on_prefill(g):
+                    ctx.fail_gpu(g, "fault: first prefill")
+                    raise DeviceFailure(g, "prefill")
+    if old:
+        duration += costs.model_decode_s(len(old), sum(r.context for r in old))
+        for g in gpus:
+            gpu = ctx.gpus[g]
+            gpu.decode_iters += 1
+            if ctx.faults.on_decode(g, gpu.decode_iters):
+                ctx.fail_gpu(g, f"fault: decode step {gpu.decode_iters}")
+                raise DeviceFailure(g, "decode")
+    return duration
+
+
+def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[ReqState],
+                 old: list[ReqState]) -> None:
+    tracer = inst.ctx.tracer
+    if not tracer.step_records:
+        return
+    now = inst.env.now
+    for kind, reqs in ((TraceKind.PREFILL, new), (TraceKind.DECODE, old)):
+        if not reqs:
+            continue
+        request = reqs[0].id if len(reqs) == 1 else None
+        for g in gpus:
+            attrs = {"replica": True} if request is not None else {"replica": True, "requests": [r.id for r in reqs]}
+            tracer.interval(kind, t0, now, gpu=g, request=request, attrs=attrs)
+
+
+def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Generator[simpy.Event, object, None]:
+    """Continuous-batching loop of one replica (``gpus`` has one GPU, or all GPUs of a TP group)."""
+    ctx = inst.ctx
+    env = ctx.env
+    pool = ctx.pool
+    owner = ("replica", inst.iid, gpus[0])
+    limit = ctx.scenario.serving.max_batch_size
+    lead = ctx.gpus[gpus[0]]
+    running: list[ReqState] = []
+    busy = False
+    try:
+        while True:
+            new = pool.take(limit - len(running)) if len(running) < limit else []
+            if not running and not new:
+                if busy:
+                    busy = False
+                    inst.work_ended()
+                if (yield pool.wait_work(owner)) == RELEASE:
+                    return
+                continue
+            if not busy:
+                busy = True
+                inst.work_started()
+            old = running
+            running = old + new
+            duration = _step_s(inst, gpus, costs, new, old)
+            if inst.inflight:
+                with lead.compute.request() as req:
+                    yield req
+                    t0 = env.now
+                    yield env.timeout(duration)
+            else:
+                t0 = env.now
+                yield env.timeout(duration)
+            _record_step(inst, gpus, t0, new, old)
+            now = env.now
+            token = pool.token
+            running = [r for r in running if not token(r, now, gpus[0])]
+    except (simpy.Interrupt, DeviceFailure):
+        pool.forget(owner)
+        inst.orphan(running)
+        if busy:
+            inst.work_ended()
