@@ -48,6 +48,7 @@ def request_metrics(trace: Iterable[TraceRecord]) -> list[RequestMetrics]:
     first: dict[int, float] = {}
     finish: dict[int, tuple[float, int]] = {}
     errors: dict[int, str] = {}
+    counted: dict[int, int] = {}
     for rec in trace:
         if rec.request is None:
             continue
@@ -55,15 +56,20 @@ def request_metrics(trace: Iterable[TraceRecord]) -> list[RequestMetrics]:
             arrival[rec.request] = rec.t_start_s
         elif rec.kind is TraceKind.FIRST_TOKEN:
             first.setdefault(rec.request, rec.t_start_s)
+            counted[rec.request] = counted.get(rec.request, 0) + 1
+        elif rec.kind is TraceKind.TOKEN:
+            counted[rec.request] = counted.get(rec.request, 0) + 1
         elif rec.kind is TraceKind.FINISH:
-            finish[rec.request] = (rec.t_start_s, int(rec.attrs.get("tokens", 0)))
+            finish[rec.request] = (rec.t_start_s, int(rec.attrs.get("tokens", -1)))
         elif rec.kind is TraceKind.REQUEST_ERROR:
             errors[rec.request] = str(rec.attrs.get("reason", "error"))
     rows = []
     for rid in sorted(arrival):
         t0 = arrival[rid]
         ttft = first[rid] - t0 if rid in first else None
-        done, tokens = finish.get(rid, (None, 0))
+        done, tokens = finish.get(rid, (None, -1))
+        if tokens < 0:  # FINISH without attrs.tokens: count FIRST_TOKEN + TOKEN records
+            tokens = counted.get(rid, 0)
         latency = done - t0 if done is not None else None
         tpot = (done - first[rid]) / (tokens - 1) if done is not None and rid in first and tokens > 1 else None
         rows.append(RequestMetrics(rid, t0, ttft, tpot, latency, tokens, errors.get(rid)))

@@ -57,7 +57,7 @@ def format_summary(scenario: Scenario, engine: str, summary: dict[str, Any]) -> 
         return value.get(q) if isinstance(value, dict) else None
 
     rows = [
-        ["requests (finished / errors / lost)", f"{summary['requests']} / {summary['finished']} / "
+        ["requests / finished / errors / lost", f"{summary['requests']} / {summary['finished']} / "
                                                 f"{summary['errors']} / {summary['lost']}"],
         ["cold start (first arrival -> first token) s", summary["cold_start_s"]],
         ["TTFT p50 / p99 s", f"{_fmt(stat('ttft_s', 'p50'))} / {_fmt(stat('ttft_s', 'p99'))}"],

@@ -27,7 +27,7 @@ class TraceKind(str, Enum):
     ARRIVAL = "arrival"            # request arrives
     FIRST_TOKEN = "first_token"    # request's first output token is ready
     TOKEN = "token"                # a later output token (attrs.index)
-    FINISH = "finish"              # request has all its tokens
+    FINISH = "finish"              # request has all its tokens (attrs.tokens: output token count)
     REQUEST_ERROR = "request_error"  # request ended with an explicit error (attrs.reason)
     FAILURE = "failure"            # GPU fails (attrs.cause)
     DETECT = "detect"              # the failure is detected
