@@ -38,10 +38,12 @@ class Arena:
     it costs fresh memory) so recovery can load stages outside the original plan.
     """
 
-    def __init__(self, capacity_bytes: int, device: torch.device) -> None:
+    def __init__(self, capacity_bytes: int, device: torch.device, owner: int = -1) -> None:
         self.device = device
+        self.owner = owner
         self._segments: list[torch.Tensor] = []
         self._offset = 0
+        self.released = False
         self._new_segment(max(int(capacity_bytes), ALIGN_BYTES))
 
     def _new_segment(self, nbytes: int) -> None:
@@ -55,20 +57,26 @@ class Arena:
         return sum(s.numel() for s in self._segments)
 
     def alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised tensor of ``shape``/``dtype`` that is a view into the arena."""
+        """An uninitialised tensor of ``shape``/``dtype`` that is a view into the arena.
+
+        Raises :class:`DeviceFailure` once the arena was released (its device failed).
+        """
         nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-        seg = self._segments[-1]
-        if self._offset + nbytes > seg.numel():
+        segments = self._segments  # release() rebinds the list: this one stays consistent
+        if self.released:
+            raise DeviceFailure(self.owner, "arena released")
+        if self._offset + nbytes > segments[-1].numel():
             log.warning("arena on %s full: adding an overflow segment of %d bytes", self.device, nbytes)
             self._new_segment(max(nbytes, ALIGN_BYTES))
-            seg = self._segments[-1]
-        view = seg[self._offset:self._offset + nbytes].view(dtype).view(shape)
+            segments = self._segments
+        view = segments[-1][self._offset:self._offset + nbytes].view(dtype).view(shape)
         self._offset += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
         return view
 
     def release(self) -> None:
         """Drop the buffers (views still referenced elsewhere keep their memory until released)."""
-        self._segments.clear()
+        self.released = True
+        self._segments = []
 
 
 @dataclass

@@ -92,7 +92,7 @@ def _make_devices(plan: Plan, spec: str, unit_bytes: dict[int, int]) -> dict[int
             raise PlanError(f"plan uses GPU {gpu} but devices {spec!r} has only {len(torch_devices)}")
         units = plan.load.units_of(gpu, plan.partition)
         capacity = sum(unit_bytes[u] for u in units) + 256 * (len(units) + 8)
-        devices[gpu] = Device(gpu, torch_devices[gpu], Arena(capacity, torch_devices[gpu]))
+        devices[gpu] = Device(gpu, torch_devices[gpu], Arena(capacity, torch_devices[gpu], gpu))
     return devices
 
 
