@@ -157,6 +157,23 @@ class Simulation:
         if inst is not None and inst.live:
             on_failure(inst, g)
 
+    def start_prefill(self, g: int) -> None:
+        """GPU ``g`` starts a prefill compute: fire its ``prefill`` fault on the first one."""
+        gpu = self.gpus[g]
+        if not gpu.first_prefill_done:
+            gpu.first_prefill_done = True
+            if self.faults.on_prefill(g):
+                self.fail_gpu(g, "fault: first prefill")
+                raise DeviceFailure(g, "prefill")
+
+    def start_decode(self, g: int) -> None:
+        """GPU ``g`` starts a decode iteration: count it and fire a matching ``decode_step`` fault."""
+        gpu = self.gpus[g]
+        gpu.decode_iters += 1
+        if self.faults.on_decode(g, gpu.decode_iters):
+            self.fail_gpu(g, f"fault: decode step {gpu.decode_iters}")
+            raise DeviceFailure(g, "decode")
+
     # ---- instances and autoscaling ----------------------------------------------------------
     def _plan_for(self, k: int) -> Plan | None:
         if k not in self._plans:

@@ -110,22 +110,6 @@ def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_
                                      attrs={"to": nxt, "kind": kind})
 
 
-def _check_fault(inst: "Instance", g: int, kind: str, first_run: bool) -> None:
-    ctx = inst.ctx
-    gpu = ctx.gpus[g]
-    if kind == "prefill":
-        if not gpu.first_prefill_done:
-            gpu.first_prefill_done = True
-            if ctx.faults.on_prefill(g):
-                ctx.fail_gpu(g, "fault: first prefill")
-                raise DeviceFailure(g, "prefill")
-    elif first_run:
-        gpu.decode_iters += 1
-        if ctx.faults.on_decode(g, gpu.decode_iters):
-            ctx.fail_gpu(g, f"fault: decode step {gpu.decode_iters}")
-            raise DeviceFailure(g, "decode")
-
-
 def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[[int], float],
                reqs: Sequence[ReqState]) -> Generator[simpy.Event, object, None]:
     """Compute stage ``s``'s units on GPU ``g``, waiting for each non-resident unit to land."""
@@ -141,7 +125,10 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
             j += 1
         with gpu.compute.request() as req:
             yield req
-            _check_fault(inst, g, kind, i == 0)
+            if kind == "prefill":
+                inst.ctx.start_prefill(g)
+            elif i == 0:
+                inst.ctx.start_decode(g)
             durations = [unit_cost(u) for u in units[i:j]]
             t0 = env.now
             yield env.timeout(sum(durations))

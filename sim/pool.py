@@ -87,7 +87,7 @@ class RequestPool:
             tracer.instant(TraceKind.TOKEN, t_s, gpu=gpu, request=req.id, attrs={"index": req.generated - 1})
         if req.generated >= req.output:
             req.done = True
-            tracer.instant(TraceKind.FINISH, t_s, gpu=gpu, request=req.id)
+            tracer.instant(TraceKind.FINISH, t_s, gpu=gpu, request=req.id, attrs={"tokens": req.generated})
             self._terminal()
             return True
         return False

@@ -46,7 +46,7 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
     ctx = inst.ctx
     env = ctx.env
     yield env.timeout(ctx.scenario.params.failure_detection_s)
-    ctx.tracer.instant(TraceKind.DETECT, env.now, gpu=g, attrs={"instance": inst.iid})
+    ctx.tracer.instant(TraceKind.DETECT, env.now, attrs={"failed_gpu": g, "instance": inst.iid})
     alive = tuple(h for h in inst.gpus if ctx.gpus[h].alive)
     waits: list[simpy.Event] = []
     try:
@@ -63,7 +63,7 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
         _replan_record(inst, g, "abandon", {"reason": str(err)})
         inst.recovering -= 1
         inst.release("abandoned")
-        ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now, gpu=g, attrs={"outcome": "abandoned"})
+        ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now, attrs={"failed_gpu": g, "outcome": "abandoned"})
         ctx.autoscale()
         return
     inst.recovering -= 1
@@ -71,12 +71,12 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
     inst.kick()
     if waits:
         yield simpy.AllOf(env, waits)
-    ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now, gpu=g, attrs={"outcome": "resumed"})
+    ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now, attrs={"failed_gpu": g, "outcome": "resumed"})
 
 
 def _replan_record(inst: "Instance", g: int, policy: str, attrs: dict) -> None:
-    inst.ctx.tracer.instant(TraceKind.REPLAN, inst.env.now, gpu=g,
-                            attrs={"instance": inst.iid, "policy": policy, **attrs})
+    inst.ctx.tracer.instant(TraceKind.REPLAN, inst.env.now,
+                            attrs={"failed_gpu": g, "instance": inst.iid, "policy": policy, **attrs})
 
 
 def _apply(inst: "Instance", g: int, alive: tuple[int, ...]) -> list[simpy.Event]:

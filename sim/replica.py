@@ -38,20 +38,11 @@ def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list
     if new:
         duration += sum(costs.model_prefill_s(r.prefill_tokens) for r in new)
         for g in gpus:
-            gpu = ctx.gpus[g]
-            if not gpu.first_prefill_done:
-                gpu.first_prefill_done = True
-                if ctx.faults.on_prefill(g):
-                    ctx.fail_gpu(g, "fault: first prefill")
-                    raise DeviceFailure(g, "prefill")
+            ctx.start_prefill(g)
     if old:
         duration += costs.model_decode_s(len(old), sum(r.context for r in old))
         for g in gpus:
-            gpu = ctx.gpus[g]
-            gpu.decode_iters += 1
-            if ctx.faults.on_decode(g, gpu.decode_iters):
-                ctx.fail_gpu(g, f"fault: decode step {gpu.decode_iters}")
-                raise DeviceFailure(g, "decode")
+            ctx.start_decode(g)
     return duration
 
 
