@@ -28,6 +28,7 @@ LATENCY = {"_s": 1.0, "_us": 1e-6}
 MEMORY = {"_bytes": 1.0, "_gb": 1e9, "_gib": float(1024**3)}
 FLOPS = {"_flops": 1.0, "_tflops": 1e12}
 MAX_LAYERS = 1024
+MAX_DIMENSION = 10_000_000
 
 
 def resolve(node: Node, relative: str) -> Path:
@@ -62,9 +63,9 @@ def parse_model(node: Node) -> tuple[ModelSpec, dict[str, Any], str | None]:
                          sources[0]) from None
     sizes = (spec.num_layers, spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.intermediate_size,
              spec.vocab_size, spec.max_position_embeddings, spec.head_dim, spec.word_embed_proj_dim)
-    if spec.num_layers > MAX_LAYERS:
-        raise node.error(f"{spec.num_layers} decoder layers is beyond any supported model",
-                         f"use at most {MAX_LAYERS} layers", sources[0])
+    if spec.num_layers > MAX_LAYERS or max(sizes) > MAX_DIMENSION:
+        raise node.error(f"sizes {sizes} are beyond any supported model",
+                         f"use at most {MAX_LAYERS} layers and dimensions up to {MAX_DIMENSION}", sources[0])
     if min(sizes) < 1 or spec.num_heads % spec.num_kv_heads:
         raise node.error("model config has a non-positive size or heads not divisible by KV heads",
                          "check num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, "
