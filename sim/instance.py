@@ -107,12 +107,19 @@ class Instance:
                 self._replica_ready(gpu)
 
     def loader_done(self, gpu: int) -> None:
-        """Called when a GPU's load queue is empty; TP and pipeline-only become ready when all are done."""
-        if self.mode in ("tensor_parallel", "pipeline_only") and self.state == "warming":
-            if all(not self.loader_queues[g] and not self._loading(g) for g in self.gpus):
+        """Called when a GPU's load queue is empty. When every surviving GPU is done loading the instance
+        is serving; a tensor-parallel group starts its server only if none of its GPUs failed."""
+        if self.state != "warming":
+            return
+        alive = [g for g in self.gpus if self.ctx.gpus[g].alive]
+        if any(self.loader_queues[g] or self._loading(g) for g in alive):
+            return
+        if self.mode == "tensor_parallel":
+            if len(alive) == len(self.gpus):
                 self.state = "serving"
-                if self.mode == "tensor_parallel":
-                    self._start_tp_server()
+                self._start_tp_server()
+        else:
+            self.state = "serving"
 
     def _loading(self, gpu: int) -> bool:
         proc = self.loaders.get(gpu)
@@ -173,8 +180,11 @@ class Instance:
 
     # ---- orphans and end of life ----------------------------------------------------------------
     def orphan(self, reqs: Iterable[ReqState]) -> None:
-        """Requests whose work was lost; they are requeued when the failure is detected (or on release)."""
+        """Requests whose work was lost; requeued when the failure is detected, or now if the instance is gone."""
         self.orphans.extend(r for r in reqs if not r.done)
+        if not self.live and self.orphans:
+            self.requeue_orphans()
+            self.ctx.autoscale()
 
     def requeue_orphans(self) -> None:
         orphans, self.orphans = self.orphans, []
