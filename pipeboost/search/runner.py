@@ -21,7 +21,8 @@ from pipeboost.errors import PipeBoostError
 from pipeboost.scenario_model import Scenario
 from pipeboost.search.evaluate import Evaluator, simulate_metrics, timed_call
 from pipeboost.search.pools import Submit, open_pool
-from pipeboost.search.samplers import CONSTRAINTS_ATTR, make_sampler, resolve_sampler_name, suggest
+from pipeboost.search.samplers import (CONSTRAINTS_ATTR, make_sampler, record_constraints, resolve_sampler_name,
+                                       suggest)
 from pipeboost.search.space import SearchSpace
 from pipeboost.search.tidy import pareto_mask
 
@@ -118,7 +119,7 @@ def _tell(study: optuna.Study, space: SearchSpace, trial: optuna.Trial, future: 
     violations = [min(c.violation(metrics.get(c.metric)), _BIG) for c in space.constraints]
     trial.set_user_attr("metrics", metrics)
     trial.set_user_attr("eval_s", outcome["eval_s"])
-    trial.set_user_attr(CONSTRAINTS_ATTR, violations if error is None else [_BIG] * len(violations))
+    record_constraints(trial, violations if error is None else [_BIG] * len(violations))
     if error is not None:
         trial.set_user_attr("error", error)
         log.info("trial %d failed: %s", trial.number, error)

@@ -1,8 +1,9 @@
 """Optuna samplers for a search space and the mapping from a space's parameters to ``trial.suggest_*``.
 
 ``auto`` picks the grid for a discrete space (lists and integer ranges) that the trial budget can exhaust, TPE for one
-objective and NSGA-II for several. Constraints reach the sampler through ``constraints_func``, which reads
-the violations the runner stores in the trial's user attribute ``constraints`` before ``tell``.
+objective and NSGA-II for several. Constraints reach the sampler through ``trial.set_constraint`` (optuna
+5; the samplers read them) or, on older optuna, through ``constraints_func``, which reads the violations the
+runner stores in the trial's user attribute ``constraints`` before ``tell``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pipeboost.search.space import SearchSpace
 
 SAMPLERS = ("auto", "grid", "tpe", "nsga2", "random")
 CONSTRAINTS_ATTR = "constraints"
+_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # optuna >= 5 deprecates constraints_func
 
 
 class BudgetedGridSampler(optuna.samplers.GridSampler):
@@ -29,6 +31,14 @@ class BudgetedGridSampler(optuna.samplers.GridSampler):
 def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
     """optuna ``constraints_func``: the stored violations (<= 0 feasible); failed trials count as infeasible."""
     return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0]))
+
+
+def record_constraints(trial: optuna.Trial, violations: list[float]) -> None:
+    """Store ``violations`` (<= 0 feasible) where this optuna version's samplers read them."""
+    trial.set_user_attr(CONSTRAINTS_ATTR, violations)
+    if _SET_CONSTRAINT:
+        for i, value in enumerate(violations):
+            trial.set_constraint(f"c{i}", value)
 
 
 def resolve_sampler_name(space: SearchSpace, name: str, trials: int) -> str:
@@ -45,7 +55,7 @@ def resolve_sampler_name(space: SearchSpace, name: str, trials: int) -> str:
 
 def make_sampler(space: SearchSpace, name: str, trials: int, seed: int) -> optuna.samplers.BaseSampler:
     """An optuna sampler for ``name`` (already resolved), seeded, with the space's constraints."""
-    constraints = constraint_values if space.constraints else None
+    constraints = constraint_values if space.constraints and not _SET_CONSTRAINT else None
     if name == "grid":
         grid = space.grid()
         if grid is None:
