@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list[ReqState],
-            old: list[ReqState]) -> float:
+            old_batch: int, old_context: int) -> float:
     """Duration of one iteration; checks prefill / decode-step fault triggers on the GPUs."""
     ctx = inst.ctx
     duration = 0.0
@@ -39,11 +39,32 @@ def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list
         duration += sum(costs.model_prefill_s(r.prefill_tokens) for r in new)
         for g in gpus:
             ctx.start_prefill(g)
-    if old:
-        duration += costs.model_decode_s(len(old), sum(r.context for r in old))
+    if old_batch:
+        duration += costs.model_decode_s(old_batch, old_context)
         for g in gpus:
             ctx.start_decode(g)
     return duration
+
+
+def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[ReqState], int]:
+    """Give every running sequence one token; returns the unfinished ones and their total context.
+
+    The common case (a middle token without per-token records) is handled inline for speed.
+    """
+    pool = inst.ctx.pool
+    now = inst.env.now
+    fast = not pool.tracer.token_records
+    survivors: list[ReqState] = []
+    context = 0
+    for r in running:
+        nxt = r.generated + 1
+        if fast and 1 < nxt < r.output:
+            r.generated = nxt
+        elif pool.token(r, now, gpu):
+            continue
+        survivors.append(r)
+        context += r.prompt + r.generated - 1
+    return survivors, context
 
 
 def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[ReqState],
@@ -70,6 +91,7 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
     limit = ctx.scenario.serving.max_batch_size
     lead = ctx.gpus[gpus[0]]
     running: list[ReqState] = []
+    context = 0
     busy = False
     try:
         while True:
@@ -85,8 +107,8 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 busy = True
                 inst.work_started()
             old = running
-            running = old + new
-            duration = _step_s(inst, gpus, costs, new, old)
+            running = old + new if new else old
+            duration = _step_s(inst, gpus, costs, new, len(old), context)
             if inst.inflight:
                 with lead.compute.request() as req:
                     yield req
@@ -96,9 +118,7 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 t0 = env.now
                 yield env.timeout(duration)
             _record_step(inst, gpus, t0, new, old)
-            now = env.now
-            token = pool.token
-            running = [r for r in running if not token(r, now, gpus[0])]
+            running, context = _emit(inst, running, gpus[0])
     except (simpy.Interrupt, DeviceFailure):
         pool.forget(owner)
         inst.orphan(running)

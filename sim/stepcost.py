@@ -56,6 +56,22 @@ class StepCosts:
         self._head = _probe(params, gpu, model, model.head_unit)
         self._prefill_cache: dict[tuple[int, int, int], float] = {}
         self._model_prefill_cache: dict[int, float] = {}
+        self._decode_terms = self._model_decode_terms()
+
+    def _model_decode_terms(self) -> tuple[tuple[float, ...], ...]:
+        """Per unit kind: (count, fixed_s, per_batch_s, f0, f1, f2, m0, m1, m2) with TP already applied.
+
+        ``fixed_s + per_batch_s * B`` is launch overhead plus all-reduces (affine in the batch size).
+        """
+        terms = []
+        count_of = {EMBED_UNIT: 1, 0: self.model.num_layers, self.model.head_unit: 1}
+        for unit, count in count_of.items():
+            kind = self._kind(unit)
+            a0, a1 = self._allreduce_s(unit, 0), self._allreduce_s(unit, 1)
+            scale = 1.0 / self.tp
+            terms.append((float(count), kind.overhead_s + a0, a1 - a0,
+                          *(x * scale for x in kind.flop), *(x * scale for x in kind.mem)))
+        return tuple(terms)
 
     def _kind(self, unit: int) -> AffineUnit:
         if unit == EMBED_UNIT:
@@ -102,9 +118,12 @@ class StepCosts:
         """One continuous-batching decode step of the whole model (embed + layers + head)."""
         if batch == 0:
             return 0.0
-        layers = self.model.num_layers * self.unit_decode_s(0, batch, context_total)
-        return (self.unit_decode_s(EMBED_UNIT, batch, context_total) + layers
-                + self.unit_decode_s(self.model.head_unit, batch, context_total))
+        total = 0.0
+        for count, fixed, per_batch, f0, f1, f2, m0, m1, m2 in self._decode_terms:
+            flop = f0 + f1 * batch + f2 * context_total
+            mem = m0 + m1 * batch + m2 * context_total
+            total += count * (fixed + per_batch * batch + (flop if flop > mem else mem))
+        return total
 
     def model_prefill_s(self, tokens: int) -> float:
         """Prefill of one sequence of ``tokens`` tokens through the whole model (cached per length)."""

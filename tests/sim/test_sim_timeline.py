@@ -75,6 +75,8 @@ def test_replica_decode_step_is_sum_of_unit_costs():
         direct = sum(unit_compute_s(sc.params, sc.topology.gpu, sc.model, u, 1, batch, sum(contexts) / batch)
                      for u in sc.model.units())
         assert costs.model_decode_s(batch, sum(contexts)) == pytest.approx(direct, rel=1e-12)
+    tp = StepCosts(sc.params, sc.topology.gpu, sc.model, tp=2)
+    assert tp.model_decode_s(3, 90) == pytest.approx(tp.units_decode_s(sc.model.units(), 3, 90), rel=1e-12)
     assert costs.model_prefill_s(77) == pytest.approx(sum(_compute(sc, u, 77) for u in sc.model.units()), rel=1e-12)
 
 
