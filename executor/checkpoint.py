@@ -104,6 +104,25 @@ class CheckpointReader:
                 raise CheckpointError(f"{path}: shard listed in the index is missing")
             self.tensors.update(_read_header(path))
         self._handles: dict[Path, Any] = {}
+        self._pool: dict[str, torch.Tensor] = {}
+
+    def fill_host_pool(self, names: list[str] | None = None, pin: bool = False) -> int:
+        """Copy tensors (default: all) into one host buffer that later :meth:`get` calls read from.
+
+        This is the ServerlessLLM-style host pool (page-locked when ``pin``): the source of a load is then
+        ordinary, already-mapped host memory instead of the file's page-cache mapping. Returns its bytes.
+        """
+        names = sorted(self.tensors) if names is None else names
+        total = sum(-(-self.tensors[n].nbytes // 256) * 256 for n in names)
+        pool = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+        offset = 0
+        for name in names:
+            src = self.get(name)
+            view = pool[offset:offset + self.tensors[name].nbytes].view(src.dtype).view(src.shape)
+            view.copy_(src)
+            self._pool[name] = view
+            offset += -(-self.tensors[name].nbytes // 256) * 256
+        return total
 
     def check(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> TensorInfo:
         """The tensor's info; CheckpointError naming file and tensor if missing or of another dtype/shape."""
@@ -118,7 +137,10 @@ class CheckpointReader:
         return info
 
     def get(self, name: str) -> torch.Tensor:
-        """A zero-copy CPU view of tensor ``name`` (memory-mapped; pages fault in on first touch)."""
+        """A zero-copy CPU view of tensor ``name``: from the host pool if filled, else memory-mapped."""
+        pooled = self._pool.get(name)
+        if pooled is not None:
+            return pooled
         info = self.tensors.get(name)
         if info is None:
             raise CheckpointError(f"{self.model_dir}: tensor {name!r} is missing from the checkpoint")

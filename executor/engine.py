@@ -171,7 +171,7 @@ class _Engine:
 def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], faults: Sequence[Any] = (), *,
                  devices: str = "cpu:2", link_bandwidth_bytes_per_s: float | None = None,
                  recovery_policy: RecoveryPolicy | None = None, seed: int = 0,
-                 execute_while_load: bool = True, threads_per_device: int = 1,
+                 execute_while_load: bool = True, threads_per_device: int = 1, host_pool: bool = False,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> ExecutorResult:
     """Run ``plan`` on ``devices`` with the checkpoint in ``model_dir`` and serve ``requests`` greedily.
 
@@ -179,7 +179,9 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     ``output_tokens``; prompts come from :func:`prompt_ids` (``seed`` and id). ``faults``: objects shaped like
     :class:`~executor.faults.ExecutorFault`. ``link_bandwidth_bytes_per_s`` caps each device's load copy
     (``None``: as fast as memory copies). ``recovery_policy`` defaults to :func:`default_recovery_policy`.
-    ``execute_while_load=False`` makes each stage wait until all its units are resident.
+    ``execute_while_load=False`` makes each stage wait until all its units are resident. ``host_pool``: copy
+    the checkpoint into a host pool (pinned on CUDA) before time zero and load from it instead of the
+    page-cache mapping (ServerlessLLM-style).
     Raises PlanError / CheckpointError before time zero, TimeoutError after ``timeout_s``.
     """
     reader = CheckpointReader(Path(model_dir))
@@ -190,6 +192,8 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
         raise PlanError("the executor does not run tensor_parallel plans; use pipeboost, pipeline_only "
                         "or load_then_run")
     unit_bytes = validate_checkpoint(reader, model.units(), dtype)
+    if host_pool:
+        reader.fill_host_pool(pin=devices.startswith("cuda"))
     fault_list = [ExecutorFault.from_obj(f) for f in faults]
     devs = _make_devices(plan, devices, unit_bytes)
     states = [RequestState(int(r.id), prompt_ids(seed, int(r.id), int(r.prompt_tokens), model.vocab_size),

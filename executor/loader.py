@@ -30,6 +30,9 @@ from pipeboost.trace import TraceKind
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 << 20
+"""Pinned staging chunk on CUDA."""
+CPU_CHUNK_BYTES = 16 << 20
+"""Chunk of a host-to-arena copy on CPU (pacing granularity; large enough to run at memcpy speed)."""
 STAGING_BUFFERS_PER_LINK = 2
 IDLE_POLL_S = 0.02
 
@@ -94,10 +97,10 @@ class CudaStaging:
 
 def _copy_cpu(src: torch.Tensor, dst: torch.Tensor, pacer: LinkPacer, failed: threading.Event) -> None:
     """Chunked copy of flat uint8 ``src`` into ``dst`` (both host memory), paced by ``pacer``."""
-    for off in range(0, src.numel(), CHUNK_BYTES):
+    for off in range(0, src.numel(), CPU_CHUNK_BYTES):
         if failed.is_set():
             return
-        end = min(off + CHUNK_BYTES, src.numel())
+        end = min(off + CPU_CHUNK_BYTES, src.numel())
         dst[off:end].copy_(src[off:end])
         pacer.pace(end - off)
 
@@ -126,6 +129,8 @@ class Loader(threading.Thread):
         self._queue: collections.deque[int] = collections.deque(units)
         self._cond = threading.Condition()
         self._staging = CudaStaging(device.torch_device) if device.is_cuda else None
+        # meta modules cost no memory: build them now (before time zero) so a load is copies + assign
+        self._modules = {u: self._build(u) for u in units}
         self.error: BaseException | None = None
         self.on_error: Callable[[BaseException], None] = lambda exc: None
 
@@ -165,13 +170,16 @@ class Loader(threading.Thread):
             if isinstance(exc, CheckpointError):
                 self.on_error(exc)
 
+    def _build(self, unit: int) -> tuple[torch.nn.Module, dict[str, str], dict[str, torch.Tensor]]:
+        module = build_unit(self.config, unit)
+        return module, unit_tensor_names(self.config, unit, module), module.state_dict()
+
     def _load(self, unit: int) -> None:
         dev = self.device
         t_start = self.tracer.now_s()
         self.before_unit(dev.index, unit)
-        module = build_unit(self.config, unit)
-        names = unit_tensor_names(self.config, unit, module)
-        expected = module.state_dict()
+        built = self._modules.pop(unit, None)
+        module, names, expected = built if built is not None else self._build(unit)
         self.pacer.start()
         tensors: dict[str, torch.Tensor] = {}
         nbytes = 0

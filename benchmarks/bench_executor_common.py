@@ -1,0 +1,46 @@
+"""Shared pieces of the executor benchmarks (not a benchmark itself): checkpoints, plans, tables."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from executor.checkpoint import make_checkpoint  # noqa: E402
+from pipeboost.plan import LoadPlan, PartitionPlan, Plan  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Req:
+    id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+
+
+def checkpoint(preset: str, dtype: str, model_dir: str | None) -> Path:
+    """``model_dir`` if given (made if empty), else a fresh temp checkpoint of ``preset``."""
+    out = Path(model_dir) if model_dir else Path(tempfile.mkdtemp(prefix=f"pb-{preset}-"))
+    if not (out / "config.json").exists():
+        make_checkpoint(preset, out, seed=0, dtype=dtype)
+    for path in out.glob("*.safetensors"):  # warm the page cache: the host source is memory
+        path.read_bytes()
+    return out
+
+
+def plan(mode: str, num_layers: int, boundaries: tuple[int, ...], orders: tuple[tuple[int, ...], ...]) -> Plan:
+    stages = len(boundaries) - 1
+    return Plan(mode, PartitionPlan(num_layers, boundaries), tuple(range(stages)),
+                LoadPlan(tuple(range(len(orders))), orders))
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([title, line(header), sep, *[line(r) for r in rows]])
