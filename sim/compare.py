@@ -52,6 +52,10 @@ def mode_row(scenario: Scenario, mode: str) -> dict[str, Any]:
             "instances": result.instances}
 
 
+_RATIOS = {"cold_start_s": "cold_start_vs_pipeboost", "ttft_mean_s": "ttft_mean_vs_pipeboost",
+           "ttft_p99_s": "ttft_p99_vs_pipeboost", "gpu_seconds": "gpu_seconds_vs_pipeboost"}
+
+
 def compare_modes(scenario: Scenario, modes: Sequence[str] = COMPARED_MODES) -> list[dict[str, Any]]:
     """One row per mode, with ``*_vs_pipeboost`` ratios (baseline / PipeBoost) when PipeBoost ran."""
     rows = [mode_row(scenario, m) for m in modes]
@@ -59,9 +63,9 @@ def compare_modes(scenario: Scenario, modes: Sequence[str] = COMPARED_MODES) -> 
     for row in rows:
         if base is None or "error" in row:
             continue
-        for key in ("cold_start_s", "ttft_mean_s", "ttft_p99_s", "gpu_seconds"):
+        for key, ratio in _RATIOS.items():
             if row[key] is not None and base[key]:
-                row[key.replace("_s", "").rstrip("_") + "_vs_pipeboost"] = row[key] / base[key]
+                row[ratio] = row[key] / base[key]
     return rows
 
 

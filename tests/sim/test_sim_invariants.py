@@ -127,4 +127,5 @@ def test_compare_modes_reports_every_baseline():
     for row in rows:
         assert row["finished"] == 8 and row["ttft_mean_s"] > 0 and row["gpu_seconds"] > 0
     pipeboost, load_then_run = rows[0], rows[1]
+    assert pipeboost["ttft_mean_vs_pipeboost"] == 1.0 and pipeboost["gpu_seconds_vs_pipeboost"] == 1.0
     assert pipeboost["cold_start_s"] < load_then_run["cold_start_s"]
