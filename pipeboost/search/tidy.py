@@ -79,12 +79,3 @@ def write_rows_csv(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return path
-
-
-def request_rows(trace: list, **labels: Any) -> list[dict[str, Any]]:
-    """One row per request (arrival, TTFT, latency in seconds) with ``labels`` added to every row."""
-    from dataclasses import asdict
-
-    from pipeboost.metrics import request_metrics
-
-    return [{**labels, **asdict(r)} for r in request_metrics(trace)]
