@@ -6,7 +6,8 @@ Definitions (all seconds):
 * cold start = first FIRST_TOKEN of the run - first ARRIVAL (the first cold start's user-visible delay).
 * time to full replica (per GPU) = its REPLICA_READY - first ARRIVAL.
 * recovery time = length of each RECOVERY interval (failure to service resumed).
-* GPU-seconds = sum over GPUs of (release, failure or end of its last record) - (its first record start).
+* GPU-seconds = sum over GPUs of the time they are held: each STARTUP to the next RELEASE or FAILURE (or
+  the end of the trace); a GPU without STARTUP records counts from its first to its last record.
 """
 
 from __future__ import annotations
@@ -99,9 +100,31 @@ def gpu_metrics(trace: list[TraceRecord]) -> dict[int, dict[str, Any]]:
             g["failed"] = True
         elif rec.kind is TraceKind.RELEASE:
             g["released_s"] = rec.t_start_s
-    for g in per.values():
-        g["gpu_seconds"] = g["end_s"] - g["start_s"]
+    allocated = _allocated_seconds(trace)
+    for gpu, g in per.items():
+        g["gpu_seconds"] = allocated.get(gpu, g["end_s"] - g["start_s"])
     return dict(sorted(per.items()))
+
+
+def _allocated_seconds(trace: list[TraceRecord]) -> dict[int, float]:
+    """Per GPU, the summed intervals from each STARTUP to the next RELEASE or FAILURE (or the trace end).
+
+    Only GPUs with STARTUP records appear; keep-alive time counts (the GPU is held), idle gaps between
+    instances do not.
+    """
+    end_of_trace = max((r.t_end_s for r in trace), default=0.0)
+    opened: dict[int, float] = {}
+    total: dict[int, float] = {}
+    for rec in sorted(trace, key=lambda r: (r.t_start_s, r.kind is not TraceKind.STARTUP)):
+        if rec.gpu is None:
+            continue
+        if rec.kind is TraceKind.STARTUP and rec.gpu not in opened:
+            opened[rec.gpu] = rec.t_start_s
+        elif rec.kind in (TraceKind.RELEASE, TraceKind.FAILURE) and rec.gpu in opened:
+            total[rec.gpu] = total.get(rec.gpu, 0.0) + rec.t_start_s - opened.pop(rec.gpu)
+    for gpu, start in opened.items():
+        total[gpu] = total.get(gpu, 0.0) + end_of_trace - start
+    return total
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:

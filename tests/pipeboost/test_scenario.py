@@ -14,7 +14,8 @@ from pipeboost.scenario import (dump_scenario_yaml, load_params_file, load_scena
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").rglob("*.yaml"))
-SCENARIO_FILES = [p for p in SCENARIOS if "params" not in p.parts]
+NOT_SCENARIOS = {"params", "search"}  # cost-parameter files and search spaces live beside the scenarios
+SCENARIO_FILES = [p for p in SCENARIOS if not NOT_SCENARIOS & set(p.relative_to(ROOT / "scenarios").parts)]
 
 BASE = {
     "name": "t", "seed": 1,

@@ -95,3 +95,10 @@ def test_chrome_trace_has_complete_and_instant_events(tmp_path):
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["summary"] == json.loads(json.dumps(summary))
     assert (tmp_path / "requests.csv").read_text().splitlines()[0].startswith("request,arrival_s,ttft_s")
+
+
+def test_gpu_seconds_count_held_intervals_not_gaps_between_instances():
+    trace = [TraceRecord(0.0, 1.0, TraceKind.STARTUP, gpu=0), instant(5.0, TraceKind.RELEASE, gpu=0),
+             TraceRecord(20.0, 21.0, TraceKind.STARTUP, gpu=0), instant(22.5, TraceKind.FAILURE, gpu=0),
+             TraceRecord(3.0, 4.0, TraceKind.STARTUP, gpu=1), TraceRecord(4.0, 30.0, TraceKind.DECODE, gpu=1)]
+    assert summarize(trace)["gpu_seconds"] == pytest.approx(5.0 + 2.5 + 27.0)
