@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeboost.report import format_table
-from pipeboost.search.samplers import SAMPLERS
+from pipeboost.errors import PipeBoostError
+from pipeboost.search.space import SAMPLERS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,12 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run the search described by ``args``; print the Pareto front; write the CSV files."""
     from pipeboost.scenario import load_scenario
-    from pipeboost.search.runner import SearchConfig, run_search
+
+    try:
+        from pipeboost.search.runner import SearchConfig, run_search
+    except ImportError as exc:
+        raise PipeBoostError(f"pipeboost search needs optuna ({exc}); install it with pip install -e '.[search]'") \
+            from None
     from pipeboost.search.space import load_space
     from pipeboost.search.tidy import write_rows_csv
 

@@ -13,9 +13,8 @@ from typing import Any
 import optuna
 
 from pipeboost.errors import PipeBoostError
-from pipeboost.search.space import SearchSpace
+from pipeboost.search.space import SAMPLERS, SearchSpace
 
-SAMPLERS = ("auto", "grid", "tpe", "nsga2", "random")
 CONSTRAINTS_ATTR = "constraints"
 _SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # optuna >= 5 deprecates constraints_func
 

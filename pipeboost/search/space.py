@@ -33,6 +33,7 @@ from pipeboost.plan import SERVING_MODES
 from pipeboost.search.tidy import METRIC_NAMES
 
 DIRECTIONS = ("minimize", "maximize")
+SAMPLERS = ("auto", "grid", "tpe", "nsga2", "random")  # optuna samplers a search can use (see samplers.py)
 
 
 def _choices(kind: str) -> Callable[[], tuple[str, ...]]:
