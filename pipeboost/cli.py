@@ -73,9 +73,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_checkpoint(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from executor.checkpoint import main as make_checkpoint_main
+    from executor.cli import main as executor_main
 
-    return int(make_checkpoint_main(list(rest)) or 0)
+    return int(executor_main(["make-checkpoint", *rest]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

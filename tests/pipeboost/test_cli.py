@@ -47,3 +47,9 @@ def test_plot_writes_timeline_and_cdf(tmp_path):
 def test_plot_of_a_folder_without_trace_is_a_clear_error(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     assert "trace.jsonl does not exist; give a folder written by pipeboost run" in capsys.readouterr().err
+
+
+def test_make_checkpoint_delegates_to_the_executor(tmp_path, capsys):
+    pytest.importorskip("torch")
+    assert main(["make-checkpoint", "--preset", "opt-tiny", "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "model.safetensors").exists()
