@@ -142,6 +142,7 @@ class _Engine:
         rt.expected_requests = len(requests)
         if not requests:
             rt.all_done.set()
+        self.tracer.start_clock()  # time zero: arenas, meta modules and threads' objects are ready
         self.supervisor.start()
         rt.start()
         for loader in self.loaders.values():

@@ -38,25 +38,35 @@ IDLE_POLL_S = 0.02
 
 
 class LinkPacer:
-    """Throttles one link to ``bandwidth_bytes_per_s`` (``None``: unthrottled) over one unit's copy."""
+    """Emulates one link of ``bandwidth_bytes_per_s`` (``None``: unthrottled) with a continuous link clock.
+
+    :meth:`reserve` books ``nbytes`` on the link right after what it already carries (or now, if the link
+    is idle) and returns when the link will have delivered them; the copy itself runs meanwhile. The caller
+    waits with :meth:`wait_until` as late as it can (after preparing the next work), so per-unit software
+    overheads overlap the link time as they do behind a real DMA engine, and a busy link runs at its rate.
+    """
 
     def __init__(self, bandwidth_bytes_per_s: float | None) -> None:
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
-        self._t_start = 0.0
-        self._bytes = 0
+        self._t_free = 0.0
 
-    def start(self) -> None:
-        self._t_start = time.perf_counter()
-        self._bytes = 0
-
-    def pace(self, nbytes: int) -> None:
-        """Account ``nbytes`` just copied; sleep until the link could have carried them."""
+    def reserve(self, nbytes: int) -> float:
+        """Book ``nbytes``; return the ``perf_counter`` time at which the link has delivered them."""
+        now = time.perf_counter()
         if not self.bandwidth_bytes_per_s:
-            return
-        self._bytes += nbytes
-        wait_s = self._t_start + self._bytes / self.bandwidth_bytes_per_s - time.perf_counter()
+            return now
+        self._t_free = max(self._t_free, now) + nbytes / self.bandwidth_bytes_per_s
+        return self._t_free
+
+    @staticmethod
+    def wait_until(t_s: float) -> None:
+        wait_s = t_s - time.perf_counter()
         if wait_s > 0:
             time.sleep(wait_s)
+
+    def pace(self, nbytes: int) -> None:
+        """Book ``nbytes`` and wait until the link has delivered them."""
+        self.wait_until(self.reserve(nbytes))
 
 
 class CudaStaging:
@@ -95,14 +105,20 @@ class CudaStaging:
         return event
 
 
-def _copy_cpu(src: torch.Tensor, dst: torch.Tensor, pacer: LinkPacer, failed: threading.Event) -> None:
-    """Chunked copy of flat uint8 ``src`` into ``dst`` (both host memory), paced by ``pacer``."""
+def _copy_cpu(src: torch.Tensor, dst: torch.Tensor, pacer: LinkPacer, failed: threading.Event) -> float:
+    """Chunked copy of flat uint8 ``src`` into ``dst`` (both host memory), paced by ``pacer``.
+
+    Returns the time the link delivers the last chunk; the caller waits for it (see :class:`LinkPacer`).
+    """
+    done_s = time.perf_counter()
     for off in range(0, src.numel(), CPU_CHUNK_BYTES):
         if failed.is_set():
-            return
+            return done_s
+        pacer.wait_until(done_s)  # the previous chunk has left the link
         end = min(off + CPU_CHUNK_BYTES, src.numel())
+        done_s = pacer.reserve(end - off)
         dst[off:end].copy_(src[off:end])
-        pacer.pace(end - off)
+    return done_s
 
 
 def _flat_bytes(tensor: torch.Tensor) -> torch.Tensor:
@@ -180,9 +196,9 @@ class Loader(threading.Thread):
         self.before_unit(dev.index, unit)
         built = self._modules.pop(unit, None)
         module, names, expected = built if built is not None else self._build(unit)
-        self.pacer.start()
         tensors: dict[str, torch.Tensor] = {}
         nbytes = 0
+        delivered_s = time.perf_counter()
         for local, name in names.items():
             src = self.reader.get(name)
             dst = dev.arena.alloc(tuple(src.shape), src.dtype)
@@ -192,17 +208,18 @@ class Loader(threading.Thread):
             if self._staging is not None:
                 self._staging.copy(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
             else:
-                _copy_cpu(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
+                delivered_s = _copy_cpu(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
             if dev.failed.is_set():
                 return  # half-loaded: discarded with the arena
             tensors[local] = dst
             nbytes += dst.numel() * dst.element_size()
-        self._publish(unit, module, tensors, nbytes, t_start)
+        self._publish(unit, module, tensors, nbytes, t_start, delivered_s)
 
     def _publish(self, unit: int, module: torch.nn.Module, tensors: dict[str, torch.Tensor], nbytes: int,
-                 t_start: float) -> None:
+                 t_start: float, delivered_s: float) -> None:
         dev = self.device
         module = materialise(module, tensors, self.config, dev.torch_device)
+        self.pacer.wait_until(delivered_s)  # materialising overlapped the emulated link's last bytes
         if self._staging is not None:
             dev.cuda_events[unit] = self._staging.unit_done()
             dev.cuda_events[unit].synchronize()  # LOAD ends when the bytes are on the device

@@ -1,6 +1,7 @@
 """The executor's clock and thread-safe trace recorder.
 
-Times are seconds since engine time zero (``time.perf_counter`` at :class:`Tracer` creation), the same
+Times are seconds since engine time zero (``time.perf_counter`` at :meth:`Tracer.start_clock`, called
+once devices, loaders and modules are prepared), the same
 convention as :mod:`pipeboost.trace`. Many threads record concurrently; :meth:`Tracer.records` returns
 them in the shared total order.
 """
@@ -21,6 +22,10 @@ class Tracer:
         self.t0 = time.perf_counter()
         self._records: list[TraceRecord] = []
         self._lock = threading.Lock()
+
+    def start_clock(self) -> None:
+        """Set engine time zero to now (call once everything is prepared, before any thread starts)."""
+        self.t0 = time.perf_counter()
 
     def now_s(self) -> float:
         """Seconds since engine time zero."""

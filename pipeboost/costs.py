@@ -158,3 +158,64 @@ def allreduce_cost(params: CostParams, nbytes: int, num_gpus: int) -> TransferCo
 def unit_weights_for_partition(params: CostParams, gpu: GPUSpec, model: ModelSpec, tokens: int = 128) -> dict[int, float]:
     """Per-unit prefill seconds for ``tokens`` tokens: the weights ``balanced_compute`` partitions by."""
     return {u: unit_compute_s(params, gpu, model, u, tokens) for u in model.units()}
+
+
+# ---- LoRA adapters -------------------------------------------------------------------------------
+ADAPTER_LAUNCH_OVERHEAD_S = 4e-6
+"""Launch overhead of one unmerged adapter on one target module of one layer (the x·Aᵀ and ·Bᵀ kernels
+plus the add; eager PyTorch, ~2 us per small kernel launch)."""
+
+
+def _adapter_modules(model: ModelSpec, target_modules: tuple[str, ...]) -> list[tuple[int, int]]:
+    from pipeboost.lora import module_shape
+    return [module_shape(model, m) for m in target_modules]
+
+
+def adapter_compute_cost(params: CostParams, gpu: GPUSpec, model: ModelSpec, rank: int,
+                         target_modules: tuple[str, ...], tokens: int, layers: int | None = None,
+                         adapters: int = 1) -> ComputeCost:
+    """Extra time of unmerged adapters for ``tokens`` tokens (summed over the batch) through ``layers``.
+
+    FLOPs: ``2 r (in + out)`` per token per target module per layer. Memory: the adapters' A and B read
+    once per step (``adapters`` distinct adapters in the batch, each ``r (in + out)`` elements per module).
+    Overhead: :data:`ADAPTER_LAUNCH_OVERHEAD_S` per distinct adapter per target module per layer.
+    """
+    n_layers = model.num_layers if layers is None else layers
+    shapes = _adapter_modules(model, target_modules)
+    per_layer_elems = sum(rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+    flops = 2.0 * per_layer_elems * tokens * n_layers
+    moved = adapters * per_layer_elems * model.dtype_bytes * n_layers
+    overhead = ADAPTER_LAUNCH_OVERHEAD_S * adapters * len(shapes) * n_layers
+    return ComputeCost(overhead, flops / (gpu.peak_flops * params.compute_efficiency),
+                       moved / (gpu.memory_bandwidth_bytes_per_s * params.memory_efficiency))
+
+
+def adapter_compute_s(params: CostParams, gpu: GPUSpec, model: ModelSpec, rank: int,
+                      target_modules: tuple[str, ...], tokens: int, layers: int | None = None,
+                      adapters: int = 1) -> float:
+    """Total seconds of :func:`adapter_compute_cost` (0 when there are no tokens or no adapters)."""
+    if tokens <= 0 or adapters <= 0:
+        return 0.0
+    return adapter_compute_cost(params, gpu, model, rank, target_modules, tokens, layers, adapters).total_s
+
+
+def adapter_merge_cost(params: CostParams, gpu: GPUSpec, model: ModelSpec, rank: int,
+                       target_modules: tuple[str, ...], layers: int | None = None) -> ComputeCost:
+    """Folding ``(alpha/r) B A`` into (or out of) the target weights of ``layers`` layers.
+
+    Memory: each target weight read and written (``2 in out`` elements) plus A and B read. FLOPs:
+    ``2 r in out`` per module for ``B A``. Overhead: one unit launch overhead per layer.
+    """
+    n_layers = model.num_layers if layers is None else layers
+    shapes = _adapter_modules(model, target_modules)
+    elems = sum(2 * fan_in * fan_out + rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+    flops = sum(2.0 * rank * fan_in * fan_out for fan_in, fan_out in shapes) * n_layers
+    return ComputeCost(params.unit_overhead_s * n_layers, flops / (gpu.peak_flops * params.compute_efficiency),
+                       elems * model.dtype_bytes * n_layers / (gpu.memory_bandwidth_bytes_per_s
+                                                                * params.memory_efficiency))
+
+
+def adapter_merge_s(params: CostParams, gpu: GPUSpec, model: ModelSpec, rank: int,
+                    target_modules: tuple[str, ...], layers: int | None = None) -> float:
+    """Total seconds of :func:`adapter_merge_cost`."""
+    return adapter_merge_cost(params, gpu, model, rank, target_modules, layers).total_s

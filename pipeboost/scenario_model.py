@@ -41,6 +41,12 @@ class ServingSpec:
     replica (and per pipeline micro-batch). ``keep_alive_s``: idle time after which a model instance is
     released, so a later burst cold-starts again. ``weight_memory_fraction``: share of GPU memory weights may
     use (the rest holds KV cache and activations). ``source``: where weights come from (``host`` or ``nvme``).
+
+    LoRA adapters (``workload.adapters``): ``adapter_mode`` ``unmerged`` (per-request low-rank product, mixed
+    adapters share a batch) or ``merged`` (one adapter folded into a replica's weights; it switches only at
+    epoch boundaries every ``adapter_epoch_s`` seconds). ``adapter_placement``: ``all`` (every replica
+    preloads every adapter after its base weights) or ``popular`` (each replica preloads the
+    ``adapter_preload`` most popular adapters; the others load on first use).
     """
 
     cold_start_gpus: int = 1
@@ -48,6 +54,10 @@ class ServingSpec:
     keep_alive_s: float = 60.0
     weight_memory_fraction: float = 0.9
     source: str = "host"
+    adapter_mode: str = "unmerged"
+    adapter_epoch_s: float = 0.5
+    adapter_placement: str = "all"
+    adapter_preload: int = 1
 
 
 @dataclass(frozen=True)

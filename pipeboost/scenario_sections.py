@@ -27,6 +27,8 @@ BANDWIDTH = {"_bytes_per_s": 1.0, "_gbps": 1e9}
 LATENCY = {"_s": 1.0, "_us": 1e-6}
 MEMORY = {"_bytes": 1.0, "_gb": 1e9, "_gib": float(1024**3)}
 FLOPS = {"_flops": 1.0, "_tflops": 1e12}
+ADAPTER_MODES = ("unmerged", "merged")
+ADAPTER_PLACEMENTS = ("all", "popular")
 MAX_LAYERS = 1024
 MAX_DIMENSION = 10_000_000
 
@@ -161,7 +163,11 @@ def parse_serving(node: Node) -> ServingSpec:
         max_batch_size=node.get("max_batch_size", int, 8, check=at_least(1)),
         keep_alive_s=node.get("keep_alive_s", float, 60.0, check=positive),
         weight_memory_fraction=node.get("weight_memory_fraction", float, 0.9, check=in_range(0.01, 1.0)),
-        source=node.choice("source", ("host", "nvme"), "host"))
+        source=node.choice("source", ("host", "nvme"), "host"),
+        adapter_mode=node.choice("adapter_mode", ADAPTER_MODES, "unmerged"),
+        adapter_epoch_s=node.get("adapter_epoch_s", float, 0.5, check=positive),
+        adapter_placement=node.choice("adapter_placement", ADAPTER_PLACEMENTS, "all"),
+        adapter_preload=node.get("adapter_preload", int, 1, check=at_least(0)))
     node.done()
     return spec
 

@@ -32,6 +32,7 @@ from pipeboost.trace import TraceKind, TraceRecord, sorted_records
 from pipeboost.workload import generate_requests
 from sim.faults import FaultBook
 from sim.instance import Instance
+from sim.lora import AdapterBook
 from sim.network import FluidNetwork, path_links
 from sim.pool import RequestPool
 from sim.recovery import on_failure
@@ -102,6 +103,7 @@ class Simulation:
         self.done = self.env.event()
         self.failures = 0
         self.states: list[ReqState] = []
+        self.lora = AdapterBook(scenario) if scenario.workload.adapters else None
 
     # ---- topology ---------------------------------------------------------------------------
     def _build_networks(self) -> list[tuple[FluidNetwork, tuple[str, ...], float]]:
@@ -235,7 +237,7 @@ class Simulation:
                 yield env.timeout(r.arrival_s - env.now)
             tracer.instant(TraceKind.ARRIVAL, env.now, request=r.id,
                            attrs={"prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens})
-            state = ReqState(r.id, env.now, r.prompt_tokens, r.output_tokens)
+            state = ReqState(r.id, env.now, r.prompt_tokens, r.output_tokens, r.adapter)
             self.states.append(state)
             pool.push(state)
             self.autoscale()

@@ -83,6 +83,8 @@ class Instance:
         for g in self.gpus:
             self.ctx.gpus[g].instance = self
             self.loaders[g] = self.env.process(run_loader(self, g))
+            if self.ctx.lora is not None and self.ctx.lora.preload and self.mode != "tensor_parallel":
+                self.ctx.spawn_on(self.ctx.lora.preload_process(self, g), (g,))
         if self.mode in PIPELINE_MODES:
             self.scheduler = self.env.process(run_scheduler(self))
         self._arm_keep_alive()

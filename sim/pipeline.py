@@ -69,12 +69,16 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Ev
     try:
         tokens = [r.prefill_tokens for r in reqs]
         costs = ctx.costs
-        yield from _through_stages(inst, reqs, "prefill", lambda u: costs.unit_prefill_s(u, tokens), sum(tokens))
+        extra = _adapter_extra(inst, reqs, tokens)
+        yield from _through_stages(inst, reqs, "prefill", lambda u: costs.unit_prefill_s(u, tokens) + extra(u),
+                                   sum(tokens))
         _emit_tokens(inst, reqs)
         live = [r for r in reqs if not r.done]
         while live:
             batch, context = len(live), sum(r.context for r in live)
-            yield from _through_stages(inst, live, "decode", lambda u: costs.unit_decode_s(u, batch, context), batch)
+            extra = _adapter_extra(inst, live, [1] * batch)
+            yield from _through_stages(inst, live, "decode",
+                                       lambda u: costs.unit_decode_s(u, batch, context) + extra(u), batch)
             _emit_tokens(inst, live)
             live = [r for r in live if not r.done]
     except (simpy.Interrupt, DeviceFailure):
@@ -85,6 +89,16 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Ev
         inst.inflight -= 1
         inst.work_ended()
         inst.kick()
+
+
+def _adapter_extra(inst: "Instance", reqs: Sequence[ReqState], tokens: Sequence[int]) -> Callable[[int], float]:
+    """Per-unit unmerged adapter seconds (decoder layers only; zero without adapters, see sim.lora)."""
+    lora = inst.ctx.lora
+    if lora is None:
+        return lambda u: 0.0
+    per_layer = lora.overhead_s(reqs, tokens, 1)
+    layers = inst.partition.num_layers
+    return lambda u: per_layer if 0 <= u < layers else 0.0
 
 
 def _emit_tokens(inst: "Instance", reqs: Sequence[ReqState]) -> None:
@@ -116,6 +130,11 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
     env = inst.env
     gpu = inst.ctx.gpus[g]
     units = inst.partition.units_of_stage(s)
+    lora = inst.ctx.lora
+    if lora is not None:
+        parts = ("stage",) if inst.stage_gpus.index(g) == s else ("stage", "rest")
+        for name in dict.fromkeys(r.adapter for r in reqs):
+            yield from lora.ensure(inst, g, name, parts)
     i = 0
     while i < len(units):
         if units[i] not in gpu.resident:

@@ -93,9 +93,17 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
     running: list[ReqState] = []
     context = 0
     busy = False
+    lora = ctx.lora
     try:
         while True:
-            new = pool.take(limit - len(running)) if len(running) < limit else []
+            if lora is None:
+                new = pool.take(limit - len(running)) if len(running) < limit else []
+            else:
+                new = lora.take(inst, gpus[0], limit - len(running), len(running))
+                target = lora.wants_switch(inst, gpus[0]) if not running and not new else False
+                if target is not False:
+                    yield from lora.switch(inst, gpus[0], target)  # epoch boundary: nothing in flight
+                    continue
             if not running and not new:
                 if busy:
                     busy = False
@@ -109,6 +117,10 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
             old = running
             running = old + new if new else old
             duration = _step_s(inst, gpus, costs, new, len(old), context)
+            if lora is not None:
+                for r in new:
+                    yield from lora.ensure(inst, gpus[0], r.adapter)
+                duration += lora.step_overhead_s(new, old)
             if inst.inflight:
                 with lead.compute.request() as req:
                     yield req

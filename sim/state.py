@@ -35,6 +35,7 @@ class GPUState:
         self.first_prefill_done = False
         self.decode_iters = 0
         self.transfer: tuple[Any, simpy.Event, int, int] | None = None  # (network, done, unit, nbytes)
+        self.adapters: dict[tuple[str, str], simpy.Event] = {}  # (adapter, part) -> resident (sim.lora)
 
     def ready_event(self, unit: int) -> simpy.Event:
         """Event that fires when ``unit`` becomes resident (already triggered if it is)."""
@@ -58,6 +59,7 @@ class GPUState:
         self.resident = set()
         self._ready = {}
         self.used_bytes = 0
+        self.adapters = {}
         self.first_prefill_done = False
         self.decode_iters = 0
 
@@ -65,15 +67,16 @@ class GPUState:
 class ReqState:
     """Progress of one request: ``generated`` output tokens so far (0 before the first token)."""
 
-    __slots__ = ("id", "arrival_s", "prompt", "output", "generated", "done")
+    __slots__ = ("id", "arrival_s", "prompt", "output", "generated", "done", "adapter")
 
-    def __init__(self, rid: int, arrival_s: float, prompt: int, output: int) -> None:
+    def __init__(self, rid: int, arrival_s: float, prompt: int, output: int, adapter: str | None = None) -> None:
         self.id = rid
         self.arrival_s = arrival_s
         self.prompt = prompt
         self.output = output
         self.generated = 0
         self.done = False
+        self.adapter = adapter
 
     @property
     def prefill_tokens(self) -> int:

@@ -74,7 +74,8 @@ def test_bad_values_name_file_key_and_fix(doc, message):
 
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ScenarioError, match=r"s.yaml: serving.keepalive_s: unknown key 'keepalive_s'; valid keys "
-                                            r"here: cold_start_gpus, keep_alive_s, max_batch_size, source, "
+                                            r"here: adapter_epoch_s, adapter_mode, adapter_placement, adapter_preload, "
+                                            r"cold_start_gpus, keep_alive_s, max_batch_size, source, "
                                             r"weight_memory_fraction"):
         load(mutated(serving__keepalive_s=3))
 
