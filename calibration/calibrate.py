@@ -1,0 +1,295 @@
+"""``pipeboost calibrate``: run the microbenchmarks on real devices, fit, write a params file.
+
+:func:`calibrate` measures (in this order, each phase within its share of the time budget)
+
+1. start-up: the engine's own start (tracer, loaders building meta modules) up to the first LOAD, plus the
+   costs paid before time zero (arena first touch; a cold Python process start when the budget allows);
+2. whole-unit loads of a seeded random checkpoint of the model on all devices at once (real unit sizes);
+3. copy time vs size (4 KiB upwards) per device alone, then all devices at once;
+4. per-unit compute: prefill vs tokens for embedding, decoder layer and head; decode vs batch and context;
+5. activation hops between devices vs bytes;
+
+then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
+(machine, devices, date, package versions, executor git revision, residuals, raw figures). The suite
+scenarios under ``scenarios/validation/`` are never used here: calibration sees microbenchmarks only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from calibration import bench_compute, bench_load, bench_transfer
+from calibration.budget import Budget
+from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
+from calibration.progress import Progress
+from calibration.provenance import build_provenance
+from executor.checkpoint import make_checkpoint
+from executor.devices import parse_devices
+from executor.hf import hf_config, torch_dtype
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+from pipeboost.hardware import GPU_PRESETS
+from pipeboost.model_config import model_spec_from_hf_config, preset_config
+from pipeboost.scenario import load_params_file, save_params_file
+from pipeboost.spec import GPUSpec
+
+log = logging.getLogger(__name__)
+
+SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.3, "concurrent": 0.08, "compute": 0.34, "hops": 0.08}
+MAX_COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
+PROCESS_START_MIN_BUDGET_S = 120.0
+
+
+class CalibrationError(PipeBoostError):
+    """Bad calibrate arguments (devices, model preset, GPU preset)."""
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What to calibrate: ``devices`` (``cpu:N`` / ``cuda:0,1``), model ``preset``, ``dtype`` (None: float32
+    on CPU, float16 on CUDA), ``budget_s``, emulated ``link_gbps`` cap (GB/s, CPU virtual links), the GPU
+    preset the efficiencies refer to, and where checkpoints are cached."""
+
+    devices: str
+    preset: str
+    budget_s: float = 300.0
+    link_gbps: float | None = None
+    dtype: str | None = None
+    gpu_preset: str | None = None
+    cache_dir: Path = Path("runs/checkpoints")
+    progress: bool = True
+
+
+def executor_device_spec(spec: str) -> str:
+    """``cuda:0,1`` (a list of GPU ids) -> the executor's ``cuda:2``; the ids must be 0..N-1."""
+    kind, _, rest = spec.partition(":")
+    if kind != "cuda" or "," not in rest:
+        return spec
+    ids = [int(x) for x in rest.split(",") if x.strip()]
+    if ids != list(range(len(ids))):
+        raise CalibrationError(f"devices {spec!r}: the executor addresses GPUs 0..N-1; use cuda:{len(ids)} "
+                               "and CUDA_VISIBLE_DEVICES to pick others")
+    return f"cuda:{len(ids)}"
+
+
+def _resolve(req: CalibrationRequest) -> tuple[list[torch.device], dict[str, Any], str, GPUSpec]:
+    try:
+        devices = parse_devices(executor_device_spec(req.devices))
+        config = preset_config(req.preset)
+    except (KeyError, ValueError) as exc:
+        raise CalibrationError(str(exc).strip("'\"")) from None
+    kind = devices[0].type
+    dtype = req.dtype or ("float32" if kind == "cpu" else "float16")
+    gpu_name = req.gpu_preset or ("cpu-virtual" if kind == "cpu" else None)
+    if gpu_name not in GPU_PRESETS:
+        raise CalibrationError(f"GPU preset {gpu_name!r} unknown; give --gpu-preset, one of "
+                               f"{', '.join(sorted(GPU_PRESETS))}")
+    return devices, config, dtype, GPU_PRESETS[gpu_name]
+
+
+def _max_copy_bytes(kind: str, link_bytes_per_s: float | None, phase_s: float, n_devices: int) -> int:
+    """Largest sweep size whose copies (about 4 per device) fit the phase at the link cap."""
+    cap = MAX_COPY_BYTES.get(kind, MAX_COPY_BYTES["cpu"])
+    if link_bytes_per_s:
+        cap = min(cap, int(phase_s * link_bytes_per_s / (6 * n_devices)))
+    return max(cap, 256 << 10)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and tuples to plain YAML-safe values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _checkpoint(req: CalibrationRequest, config: dict[str, Any], dtype: str) -> Path:
+    path = Path(req.cache_dir) / f"{req.preset}-{dtype}-seed0"
+    if not (path / "config.json").exists():
+        log.info("making random checkpoint %s", path)
+        make_checkpoint(config, path, seed=0, dtype=dtype)
+    return path
+
+
+@dataclass
+class Measurements:
+    """Raw results of all phases (plain values for the provenance)."""
+
+    sweep: list
+    computes: list
+    hops: list
+    unit_loads: bench_load.UnitLoadRun | None = None
+    concurrent: list | None = None
+    extras: dict[str, Any] | None = None
+
+
+def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
+                           model_dir: Path, bar: Progress) -> tuple[bench_load.UnitLoadRun, dict[str, Any]]:
+    bar.stage("start-up")
+    link = req.link_gbps * 1e9 if req.link_gbps else None
+    extras: dict[str, Any] = {"arena_first_touch_s_per_GiB": bench_load.arena_first_touch(devices[0], 256 << 20) * 4}
+    if req.budget_s >= PROCESS_START_MIN_BUDGET_S:
+        extras["process_start_s"] = bench_load.process_start_s()
+    budget.phase(SHARES["startup"])
+    bar.tick()
+    bar.stage("unit loads")
+    deadline = budget.phase(SHARES["loads"])
+    runs = [bench_load.measure_unit_loads(model_dir, devices, link)]
+    while not deadline.passed() and len(runs) < 5:
+        runs.append(bench_load.measure_unit_loads(model_dir, devices, link))
+    bar.tick()
+    loads = tuple(x for r in runs for x in r.loads)
+    startup = float(np.median([r.startup_s for r in runs]))
+    extras["startup_s_runs"] = [r.startup_s for r in runs]
+    return bench_load.UnitLoadRun(loads, startup), extras
+
+
+def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
+                     bar: Progress) -> tuple[list, list]:
+    bar.stage("copy sweep")
+    link = req.link_gbps * 1e9 if req.link_gbps else None
+    deadline = budget.phase(SHARES["transfers"])
+    max_bytes = _max_copy_bytes(devices[0].type, link, SHARES["transfers"] * req.budget_s, len(devices))
+    rig = bench_transfer.CopyRig(devices, max_bytes, link)
+    try:
+        samples = bench_transfer.sweep_transfers(rig, bench_transfer.sweep_sizes(max_bytes), deadline, bar.tick)
+        bar.stage("all devices at once")
+        budget.phase(SHARES["concurrent"])
+        top = max(s.nbytes for s in samples)
+        concurrent = bench_transfer.concurrent_transfers(rig, top, 3) if len(devices) > 1 else []
+    finally:
+        rig.close()
+    bar.tick()
+    return samples, concurrent
+
+
+def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str, Any], dtype: str,
+                   bar: Progress, threads: int = 1) -> tuple[list, list]:
+    bar.stage("compute")
+    deadline = budget.phase(SHARES["compute"])
+    hf = hf_config(config)
+    tdtype = torch_dtype(dtype)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        bench = bench_compute.UnitBench(hf, devices[0], tdtype)
+        tokens = bench_compute.CPU_PREFILL_TOKENS if devices[0].type == "cpu" else bench_compute.GPU_PREFILL_TOKENS
+        computes = bench_compute.compute_samples(bench, tokens, deadline, bar.tick)
+        bar.stage("hops")
+        deadline = budget.phase(SHARES["hops"])
+        dst = devices[1] if len(devices) > 1 else devices[0]
+        hops = bench_compute.hop_samples(devices[0], dst, hf.hidden_size, tdtype, 2048, deadline)
+    finally:
+        torch.set_num_threads(old_threads)
+    bar.tick()
+    return computes, hops
+
+
+def unit_load_samples(run: bench_load.UnitLoadRun) -> list[TransferSample]:
+    """LOAD records of real units (real sizes, all devices loading at once) as transfer samples per link."""
+    return [TransferSample(f"gpu{g}", n, sec) for g, _, n, sec in run.loads]
+
+
+def _link_terms(params: CostParams, m: Measurements, req: CalibrationRequest) -> dict[str, Any]:
+    """Link bandwidth as an efficiency of the emulated cap (so other caps scale) or per-link overrides,
+    and a shared ``host_mem`` limit when all devices at once are slower than alone. The copy sweep's own
+    fit (time vs size, each device alone) goes to the provenance."""
+    bws = dict(params.link_bandwidth_overrides_bytes_per_s)
+    changes: dict[str, Any] = {}
+    overrides = dict(bws)
+    if req.link_gbps:
+        changes["link_efficiency"] = min(1.0, float(np.median(list(bws.values()))) / (req.link_gbps * 1e9))
+        overrides = {}
+    shared = None
+    if m.concurrent:
+        aggregate = float(np.median([c.aggregate_bytes_per_s for c in m.concurrent]))
+        shared = {"aggregate_bytes_per_s": aggregate, "sum_alone_bytes_per_s": sum(bws.values())}
+        if aggregate < 0.9 * sum(bws.values()):
+            overrides["host_mem"] = aggregate
+    changes["link_bandwidth_overrides_bytes_per_s"] = overrides
+    if m.unit_loads is not None:
+        changes["startup_s"] = m.unit_loads.startup_s
+    sweep = {k: [v.intercept_s, v.bandwidth_bytes_per_s, v.residual_median, v.residual_p95]
+             for k, v in fit_transfers(m.sweep).items()} if m.sweep else {}
+    changes["provenance"] = {**params.provenance, "shared_upstream": shared, "link_bandwidth_bytes_per_s": bws,
+                             "copy_sweep_fit_latency_s_bandwidth_residuals": sweep}
+    return changes
+
+
+def _bound_check(params: CostParams, m: Measurements, gpu: GPUSpec, model: Any) -> dict[str, Any] | None:
+    """When an efficiency hits its bound of 1, refit against a 10x peak and report the adjusted peaks."""
+    if max(params.compute_efficiency, params.memory_efficiency) < 0.99 or not m.computes:
+        return None
+    big = GPUSpec(gpu.name, gpu.memory_bytes, gpu.peak_flops * 10, gpu.memory_bandwidth_bytes_per_s * 10)
+    fit = fit_compute(m.computes, big, model)
+    note = {"efficiency_at_bound": True,
+            "adjusted_peak_flops": big.peak_flops * fit["compute_efficiency"],
+            "adjusted_memory_bandwidth_bytes_per_s": big.memory_bandwidth_bytes_per_s * fit["memory_efficiency"],
+            "adjusted_fit_residuals_rel_median_p95": [fit["residual_median"], fit["residual_p95"]]}
+    log.warning("an efficiency hit its bound of 1 against %s; adjusted peaks: %s", gpu.name, note)
+    return note
+
+
+def weighted_computes(samples: list, num_layers: int) -> list:
+    """Decoder-layer samples repeated ``num_layers`` times: the fit weighs each unit kind by how often a
+    forward pass runs it (the cost model has one launch overhead for all kinds, so the layers should win)."""
+    return [s for s in samples for _ in range(num_layers if s.unit >= 0 and s.unit < num_layers else 1)]
+
+
+def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, model: Any,
+                     provenance: dict[str, Any]) -> CostParams:
+    """CostParams from all measurements, with raw figures and residuals in the provenance."""
+    transfers = unit_load_samples(m.unit_loads) if m.unit_loads and len({n for _, _, n, _ in m.unit_loads.loads}) > 1 \
+        else m.sweep
+    params = fit_cost_params(transfers, weighted_computes(m.computes, model.num_layers), m.hops, gpu, model,
+                             provenance=provenance)
+    params = params.with_(**_link_terms(params, m, req))
+    prov = dict(params.provenance)
+    prov["gpu_spec"] = {"name": gpu.name, "peak_flops": gpu.peak_flops,
+                        "memory_bandwidth_bytes_per_s": gpu.memory_bandwidth_bytes_per_s}
+    prov["bound"] = _bound_check(params, m, gpu, model)
+    prov["raw"] = {"copy_sweep": [[s.link, s.nbytes, s.seconds] for s in m.sweep],
+                   "computes": [[s.unit, s.tokens, s.batch, s.context, s.seconds] for s in m.computes],
+                   "hops": [[s.nbytes, s.seconds] for s in m.hops],
+                   "unit_loads_gpu_unit_bytes_s": list(m.unit_loads.loads) if m.unit_loads else [],
+                   "concurrent": [[c.nbytes, list(c.seconds), c.wall_s] for c in (m.concurrent or [])]}
+    prov.update(m.extras or {})
+    return params.with_(provenance=_plain(prov))
+
+
+def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
+    """Run every phase within ``req.budget_s``, fit, write ``out`` (YAML) and return the params.
+
+    The written file loads with :func:`pipeboost.scenario.load_params_file` (checked before returning).
+    """
+    devices, config, dtype, gpu = _resolve(req)
+    model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
+    model_dir = _checkpoint(req, config, dtype)
+    budget = Budget(req.budget_s)
+    bar = Progress(total=24, enabled=req.progress)
+    try:
+        unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar)
+        sweep, concurrent = _phase_transfers(req, budget, devices, bar)
+        computes, hops = _phase_compute(budget, devices, config, dtype, bar)
+    finally:
+        bar.close()
+    m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras)
+    prov = build_provenance(req.devices, req.preset, dtype, {
+        "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),
+        "compute_threads": 1})
+    params = fit_measurements(m, req, gpu, model, prov)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_params_file(params, out)
+    load_params_file(out)
+    log.info("wrote %s in %.1f s", out, budget.elapsed_s())
+    return params

@@ -1,0 +1,52 @@
+"""``pipeboost calibrate`` on 2 CPU virtual devices with a tiny model and budget writes a loadable params file."""
+
+import argparse
+
+import pytest
+
+from calibration.cli import add_calibrate_parser
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+from pipeboost.scenario import load_params_file, scenario_from_dict
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_calibrate_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def params_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal") / "params" / "tiny.yaml"
+    args = _parser().parse_args(["calibrate", "--devices", "cpu:2", "--model", "opt-tiny", "--out", str(out),
+                                 "--budget-s", "6", "--link-gbps", "2.0", "--no-progress",
+                                 "--cache-dir", str(out.parent.parent / "ckpt")])
+    assert args.func(args) == 0
+    return out
+
+
+def test_params_file_loads_with_provenance(params_path):
+    params = load_params_file(params_path)
+    assert isinstance(params, CostParams)
+    prov = params.provenance
+    for key in ("machine", "devices", "date", "packages", "executor_git_revision", "residuals_rel_median_p95"):
+        assert key in prov
+    assert prov["devices"]["spec"] == "cpu:2"
+    assert set(prov["packages"]) >= {"torch", "transformers", "safetensors", "simpy"}
+    assert 0 < params.link_efficiency <= 1 and 0 < params.compute_efficiency <= 1
+    assert params.startup_s > 0 and params.hop_bandwidth_bytes_per_s > 0
+    assert prov["wall_s"] < 30
+
+
+def test_scenario_references_params_file(params_path, tmp_path):
+    doc = {"name": "x", "model": {"preset": "opt-tiny", "dtype": "float32"}, "cluster": {"preset": "2xcpu-virtual"},
+           "serving": {"cold_start_gpus": 2}, "params": {"file": str(params_path)}}
+    scenario = scenario_from_dict(doc, file=str(tmp_path / "x.yaml"))
+    assert scenario.params.compute_efficiency == load_params_file(params_path).compute_efficiency
+
+
+def test_bad_model_is_a_user_error(tmp_path):
+    args = _parser().parse_args(["calibrate", "--model", "no-such", "--out", str(tmp_path / "p.yaml")])
+    with pytest.raises(PipeBoostError, match="no-such"):
+        args.func(args)
