@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -112,6 +112,7 @@ class _Engine:
                                   stop, bandwidth_bytes_per_s, self.injector.before_unit, self._after_unit)
                         for g, d in devices.items()}
         self.supervisor = Supervisor(self.runtime, self.loaders, policy)
+        self.gate: Any = None  # executor.lora_epochs.EpochGate in merged adapter mode
         self.all_units = set(range(-1, plan.partition.num_layers + 1))
         for loader in self.loaders.values():
             loader.on_error = self._loader_error
@@ -147,6 +148,8 @@ class _Engine:
         rt.start()
         for loader in self.loaders.values():
             loader.start()
+        if rt.lora is not None:
+            rt.lora.start()
         events = sorted([(t, 1, i) for i, t in enumerate(arrivals_s)] +
                         [(t, 0, i) for t, i in self.injector.timed()])
         for t_s, kind, index in events:
@@ -158,7 +161,7 @@ class _Engine:
             else:
                 req = requests[index]
                 self.tracer.instant(TraceKind.ARRIVAL, request=req.id)
-                rt.submit(req)
+                (self.gate.submit if self.gate is not None else rt.submit)(req)
         if not rt.all_done.wait(timeout_s):
             raise TimeoutError(f"executor run did not finish within {timeout_s} s")
 
@@ -173,7 +176,9 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
                  devices: str = "cpu:2", link_bandwidth_bytes_per_s: float | None = None,
                  recovery_policy: RecoveryPolicy | None = None, seed: int = 0,
                  execute_while_load: bool = True, threads_per_device: int = 1, host_pool: bool = False,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> ExecutorResult:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, adapters: Mapping[str, Path] | None = None,
+                 adapter_mode: str = "unmerged", adapter_epoch_s: float = 0.5,
+                 adapter_preload: Sequence[str] | None = None) -> ExecutorResult:
     """Run ``plan`` on ``devices`` with the checkpoint in ``model_dir`` and serve ``requests`` greedily.
 
     ``requests``: objects with ``id``, ``arrival_s`` (seconds since time zero), ``prompt_tokens`` and
@@ -183,6 +188,9 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     ``execute_while_load=False`` makes each stage wait until all its units are resident. ``host_pool``: copy
     the checkpoint into a host pool (pinned on CUDA) before time zero and load from it instead of the
     page-cache mapping (ServerlessLLM-style).
+    ``adapters``: LoRA adapter folders by name; a request's ``adapter`` attribute picks one (``None``: base).
+    ``adapter_mode`` ``unmerged`` or ``merged`` (epochs of ``adapter_epoch_s``), ``adapter_preload`` the
+    names loaded at time zero (default: all); see :mod:`executor.lora_runtime`.
     Raises PlanError / CheckpointError before time zero, TimeoutError after ``timeout_s``.
     """
     reader = CheckpointReader(Path(model_dir))
@@ -198,9 +206,13 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     fault_list = [ExecutorFault.from_obj(f) for f in faults]
     devs = _make_devices(plan, devices, unit_bytes)
     states = [RequestState(int(r.id), prompt_ids(seed, int(r.id), int(r.prompt_tokens), model.vocab_size),
-                           int(r.output_tokens)) for r in requests]
+                           int(r.output_tokens), adapter=getattr(r, "adapter", None)) for r in requests]
     engine = _Engine(plan, reader, devs, fault_list, link_bandwidth_bytes_per_s,
                      recovery_policy or default_recovery_policy(), execute_while_load, threads_per_device)
+    if adapters or any(s.adapter is not None for s in states):
+        from executor.lora_epochs import load_adapters
+        engine.gate = load_adapters(engine.runtime, reader, plan, model, adapters or {}, states, engine.tracer,
+                                    adapter_mode, adapter_epoch_s, adapter_preload, dtype)
     try:
         engine.run(states, [float(r.arrival_s) for r in requests], timeout_s)
     finally:

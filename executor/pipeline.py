@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ class RequestState:
     epoch: int = 0
     finished: bool = False
     reprefill: bool = False
+    adapter: str | None = None
 
 
 class NullFaults:
@@ -75,6 +76,7 @@ class Runtime:
         self.expected_requests = 0
         self.unrecoverable: str | None = None
         self.on_token: Callable[[RequestState], None] = lambda req: None
+        self.lora: Any = None  # executor.lora_runtime.AdapterManager when requests name adapters
         self.workers = {g: ComputeWorker(d, self, threads_per_device) for g, d in devices.items()}
 
     # ---- structure ------------------------------------------------------------------------------

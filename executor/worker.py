@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from executor.devices import Device
+from executor.lora_runtime import request_scope
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
 
@@ -78,7 +79,7 @@ class ComputeWorker(threading.Thread):
             if task.is_stale():
                 continue
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), request_scope(task.request):
                     self._run(task)
             except DeviceFailure:
                 break
@@ -115,8 +116,11 @@ class ComputeWorker(threading.Thread):
             self._wait_units(rt.wait_set(self.device.index, stage))
         cache = self.device.cache_of((task.request.id, task.epoch))
         kind = TraceKind.PREFILL if task.prefill else TraceKind.DECODE
+        lora = rt.lora
         for unit in units:
             module = self.device.wait_resident(unit, rt.stop)
+            if lora is not None:
+                lora.before_unit(self.device, unit, module)
             t_start = rt.tracer.now_s()
             data = rt.run_unit(module, unit, data, task, cache)
             if self.device.is_cuda:
