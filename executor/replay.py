@@ -57,6 +57,27 @@ def model_dir_for(scenario: Scenario, work_dir: Path) -> Path:
     return path
 
 
+def adapter_options(scenario: Scenario, work_dir: Path) -> dict:
+    """``run_executor`` adapter keyword arguments: seeded random PEFT adapters made once per workload adapter
+    (beside the run folder), the serving mode, epoch length and the preloaded (most popular) adapters."""
+    specs = scenario.workload.adapters
+    if not specs:
+        return {}
+    from executor.lora import make_adapter
+    serving = scenario.serving
+    folders = {}
+    for i, spec in enumerate(specs):
+        path = Path(work_dir).parent / "adapters" / f"{scenario.model.name}-{scenario.model.dtype}-{spec.name}"
+        if not (path / "adapter_config.json").exists():
+            make_adapter(dict(scenario.model_config), path, spec.rank, spec.alpha, spec.target_modules,
+                         seed=scenario.seed * 1000 + i, dtype=scenario.model.dtype)
+        folders[spec.name] = path
+    preload = [s.name for s in specs] if serving.adapter_placement == "all" else \
+        [s.name for s in specs[:serving.adapter_preload]]
+    return {"adapters": folders, "adapter_mode": serving.adapter_mode,
+            "adapter_epoch_s": serving.adapter_epoch_s * scenario.executor.time_scale, "adapter_preload": preload}
+
+
 def replay_scenario(scenario: Scenario, work_dir: Path) -> ExecutorResult:
     """Run the scenario's plan on the devices of ``scenario.executor``; returns trace and tokens."""
     if scenario.policies.mode == "tensor_parallel":
@@ -70,7 +91,8 @@ def replay_scenario(scenario: Scenario, work_dir: Path) -> ExecutorResult:
         return run_executor(plan, model_dir_for(scenario, work_dir), scenario_requests(scenario),
                             scenario_faults(scenario), devices=scenario.executor.devices,
                             link_bandwidth_bytes_per_s=link * 1e9 if link else None,
-                            recovery_policy=recovery_policy(scenario.policies.recovery), seed=scenario.seed)
+                            recovery_policy=recovery_policy(scenario.policies.recovery), seed=scenario.seed,
+                            **adapter_options(scenario, work_dir))
     except PlanError as exc:
         raise ScenarioError(str(exc), file=scenario.source_file, key_path="executor.devices",
                             fix=f"give at least {len(plan.gpus)} devices (serving.cold_start_gpus)") from None
