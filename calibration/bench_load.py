@@ -1,8 +1,7 @@
 """Whole-unit loads and start-up overhead with the executor's :class:`executor.loader.Loader`.
 
-:func:`measure_unit_loads` reproduces the engine's start: a :class:`executor.tracer.Tracer` (engine time
-zero), then one :class:`~executor.loader.Loader` per device (which builds every unit's meta module), then
-all loaders start at once. The first LOAD's start is the fixed start-up overhead the simulator charges as
+:func:`measure_unit_loads` reproduces the engine's start: one :class:`~executor.loader.Loader` per device
+(which builds every unit's meta module before time zero), then engine time zero, then all loaders start. The first LOAD's start is the fixed start-up overhead the simulator charges as
 ``startup_s``; every LOAD record (real unit sizes, all devices loading concurrently) gives the per-unit
 latency on top of the fitted bandwidth. :func:`arena_first_touch` and :func:`process_start_s` measure the
 costs the executor pays before time zero (reported in the provenance, not simulated).
@@ -58,6 +57,7 @@ def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_
     devs = [Device(i, d, Arena(capacity, d, i)) for i, d in enumerate(devices)]
     tracer, stop = Tracer(), threading.Event()
     loaders = [Loader(dev, reader, reader.config, tuple(units), tracer, stop, link_bytes_per_s) for dev in devs]
+    tracer.t0 = time.perf_counter()  # the engine builds loaders (and their meta modules) before time zero
     for loader in loaders:
         loader.start()
     deadline = time.perf_counter() + timeout_s

@@ -1,0 +1,191 @@
+"""The validation suite: every scenario of a folder through :func:`calibration.validate.validate_scenario`,
+one table, error statistics across the suite, and rank agreement over policy variants.
+
+Scenarios whose names share the part before ``--`` (``opt-125m-2cpu--balanced-bytes``) form a *policy
+group*: they differ only in policies, so the simulator should rank them as the executor does. Per group
+the suite reports Spearman's rho between simulated and measured mean TTFT and whether the policy the
+simulator picks is within 5% of the best measured one. ``--quick`` runs the names listed in the folder's
+``QUICK`` file (a small CI subset). Calibration never reads this folder (it uses microbenchmarks only).
+
+``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calibration.validate import ValidationResult, validate_scenario
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+from pipeboost.metrics import percentile, request_metrics
+from pipeboost.scenario import load_params_file, load_scenario
+from pipeboost.trace import read_jsonl
+
+log = logging.getLogger(__name__)
+
+BEST_POLICY_TOLERANCE = 0.05
+DEFAULT_DIR = Path("scenarios/validation")
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One scenario's result plus the mean TTFT of each engine (seconds)."""
+
+    result: ValidationResult
+    group: str
+    sim_mean_ttft_s: float | None
+    exe_mean_ttft_s: float | None
+
+
+def suite_files(folder: Path, quick: bool = False) -> list[Path]:
+    """The scenario files of ``folder`` (sorted); with ``quick`` only those named in ``folder/QUICK``."""
+    files = sorted(Path(folder).glob("*.yaml"))
+    if not files:
+        raise PipeBoostError(f"{folder}: no scenario files (*.yaml)")
+    if quick:
+        names = set((Path(folder) / "QUICK").read_text().split()) if (Path(folder) / "QUICK").exists() else set()
+        files = [f for f in files if f.stem in names]
+    return files
+
+
+def _mean_ttft(trace_path: Path) -> float | None:
+    values = [r.ttft_s for r in request_metrics(read_jsonl(trace_path)) if r.ttft_s is not None]
+    return statistics.fmean(values) if values else None
+
+
+def run_suite(files: list[Path], params: CostParams, out_dir: Path) -> list[SuiteEntry]:
+    """Validate every file; checkpoints are cached once under ``out_dir/checkpoints``."""
+    entries = []
+    for path in files:
+        scenario = load_scenario(path)
+        log.info("validating %s", scenario.name)
+        result = validate_scenario(scenario, params, out_dir / scenario.name, plot=False,
+                                   checkpoints=out_dir / "cache")
+        entries.append(SuiteEntry(result, scenario.name.split("--")[0],
+                                  _mean_ttft(result.out_dir / "sim" / "trace.jsonl"),
+                                  _mean_ttft(result.out_dir / "executor" / "trace.jsonl")))
+    return entries
+
+
+def _stat(values: list[float]) -> dict[str, float | None]:
+    return {"n": len(values), "median": statistics.median(values) if values else None,
+            "p95": percentile(values, 95)}
+
+
+def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]]:
+    """Median and p95 relative error across the suite, per component."""
+    out = {}
+    for comp in ("ttft", "load_gpu", "full_replica", "recovery", "load_unit"):
+        errs = [e for s in entries for e in s.result.errors([comp])] if comp != "load_unit" else \
+            [r.rel_error for s in entries for r in s.result.unit_rows if r.rel_error is not None]
+        out[comp] = _stat(errs)
+    out["all"] = _stat([e for s in entries for e in s.result.errors()])
+    return out
+
+
+def rank_agreement(entries: list[SuiteEntry]) -> list[dict[str, Any]]:
+    """Per policy group (>= 3 variants): Spearman rho of mean TTFT and the best-policy check."""
+    from scipy.stats import spearmanr
+
+    groups: dict[str, list[SuiteEntry]] = {}
+    for e in entries:
+        if e.sim_mean_ttft_s is not None and e.exe_mean_ttft_s is not None:
+            groups.setdefault(e.group, []).append(e)
+    rows = []
+    for name, members in sorted(groups.items()):
+        if len(members) < 3:
+            continue
+        sim = [m.sim_mean_ttft_s for m in members]
+        exe = [m.exe_mean_ttft_s for m in members]
+        rho = float(spearmanr(sim, exe).statistic)
+        picked = members[sim.index(min(sim))]
+        gap = picked.exe_mean_ttft_s / min(exe) - 1.0
+        rows.append({"group": name, "variants": len(members), "spearman": rho,
+                     "sim_best": picked.result.scenario, "exe_best": members[exe.index(min(exe))].result.scenario,
+                     "best_gap": gap, "best_within_5pct": gap <= BEST_POLICY_TOLERANCE})
+    return rows
+
+
+def write_table(entries: list[SuiteEntry], path: Path) -> None:
+    """One row per scenario: per-component median / p95 error and both mean TTFTs."""
+    fields = ["scenario", "group", "sim_mean_ttft_s", "exe_mean_ttft_s", "median_error"]
+    comps = ("ttft", "load_gpu", "full_replica", "recovery", "load_unit")
+    fields += [f"{c}_{k}" for c in comps for k in ("median", "p95")]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for e in entries:
+            stats = e.result.component_stats()
+            row = {"scenario": e.result.scenario, "group": e.group, "sim_mean_ttft_s": e.sim_mean_ttft_s,
+                   "exe_mean_ttft_s": e.exe_mean_ttft_s, "median_error": e.result.median_error}
+            row.update({f"{c}_{k}": stats[c][k] for c in comps for k in ("median", "p95")})
+            writer.writerow(row)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[dict[str, Any]]) -> str:
+    """The printed suite table, the error statistics and the rank agreement."""
+    lines = [f"{'scenario':44s} {'sim TTFT':>9s} {'exe TTFT':>9s} {'ttft err':>8s} {'load err':>8s} {'median':>7s}"]
+    for e in entries:
+        st = e.result.component_stats()
+        sim = "-" if e.sim_mean_ttft_s is None else f"{e.sim_mean_ttft_s:.4f}"
+        exe = "-" if e.exe_mean_ttft_s is None else f"{e.exe_mean_ttft_s:.4f}"
+        lines.append(f"{e.result.scenario:44s} {sim:>9s} {exe:>9s} {_pct(st['ttft']['median']):>8s} "
+                     f"{_pct(st['load_gpu']['median']):>8s} {_pct(e.result.median_error):>7s}")
+    lines.append("")
+    for comp, st in errors.items():
+        lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}")
+    for r in ranks:
+        lines.append(f"policy group {r['group']}: {r['variants']} variants, Spearman {r['spearman']:.2f}, "
+                     f"sim best {r['sim_best']} ({_pct(r['best_gap'])} from measured best "
+                     f"{r['exe_best']}): {'ok' if r['best_within_5pct'] else 'NOT within 5%'}")
+    return "\n".join(lines)
+
+
+def run_suite_command(folder: Path, params: CostParams, threshold: float, out: str | None, quick: bool) -> int:
+    """Run, print, write ``suite.csv``; 1 when the median error over all rows exceeds ``threshold``."""
+    out_dir = Path(out or "runs/validation")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = run_suite(suite_files(folder, quick), params, out_dir)
+    errors, ranks = suite_errors(entries), rank_agreement(entries)
+    write_table(entries, out_dir / "suite.csv")
+    with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["group", "variants", "spearman", "sim_best", "exe_best",
+                                                "best_gap", "best_within_5pct"])
+        writer.writeheader()
+        writer.writerows(ranks)
+    print(format_suite(entries, errors, ranks))
+    print(f"\nwrote {out_dir}/suite.csv, ranks.csv and one folder per scenario")
+    median = errors["all"]["median"]
+    return 0 if median is not None and median <= threshold else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibration.suite", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--dir", default=str(DEFAULT_DIR))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--threshold", type=float, default=0.10)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_suite_command(Path(args.dir), load_params_file(args.params), args.threshold, args.out,
+                                 args.quick)
+    except PipeBoostError as exc:
+        print(f"pipeboost: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""``pipeboost validate``: one scenario in the simulator and on the executor, compared component by component.
+
+:func:`validate_scenario` derives the common scenario (:func:`calibration.align.validation_scenario`), runs
+both engines, writes ``sim/trace.jsonl``, ``executor/trace.jsonl``, ``errors.csv`` (one row per compared
+quantity), ``units.csv`` (per-unit LOAD durations) and ``timeline.png`` (two panels: simulator above,
+executor below, same time axis), and returns a :class:`ValidationResult` whose ``median_error`` is the
+median relative error over the TTFT, per-GPU load, time-to-full-replica and recovery rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from calibration.align import COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+from pipeboost.metrics import percentile
+from pipeboost.scenario import load_params_file, load_scenario
+from pipeboost.scenario_model import Scenario
+from pipeboost.trace import TraceRecord, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Rows of one scenario and the summary statistics of their relative errors."""
+
+    scenario: str
+    rows: tuple[Row, ...]
+    unit_rows: tuple[Row, ...]
+    out_dir: Path
+
+    def errors(self, components: Iterable[str] = COMPONENTS) -> list[float]:
+        wanted = set(components)
+        return [r.rel_error for r in self.rows if r.component in wanted and r.rel_error is not None]
+
+    @property
+    def median_error(self) -> float | None:
+        errs = self.errors()
+        return statistics.median(errs) if errs else None
+
+    def component_stats(self) -> dict[str, dict[str, float | None]]:
+        """Per component: count, median and p95 relative error."""
+        out = {}
+        for comp in (*COMPONENTS, "load_unit"):
+            rows = self.unit_rows if comp == "load_unit" else self.rows
+            errs = [r.rel_error for r in rows if r.component == comp and r.rel_error is not None]
+            out[comp] = {"n": len(errs), "median": statistics.median(errs) if errs else None,
+                         "p95": percentile(errs, 95)}
+        return out
+
+
+def _write_rows(rows: Iterable[Row], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["component", "key", "sim_s", "executor_s", "rel_error"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_dict())
+
+
+def plot_side_by_side(sim: list[TraceRecord], exe: list[TraceRecord], path: Path, title: str) -> Path:
+    """Two timelines (simulator, executor) stacked on one time axis, via :func:`pipeboost.plots.plot_timeline`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    from pipeboost.plots import plot_timeline
+
+    parts = [plot_timeline(sim, path.with_name("timeline_sim.png"), f"{title}: simulator"),
+             plot_timeline(exe, path.with_name("timeline_executor.png"), f"{title}: executor")]
+    images = [mpimg.imread(p) for p in parts]
+    fig, axes = plt.subplots(2, 1, figsize=(11, sum(i.shape[0] for i in images) / 110 + 0.2))
+    for ax, image in zip(axes, images):
+        ax.imshow(image)
+        ax.axis("off")
+    fig.tight_layout(pad=0.1)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_engines(scenario: Scenario, out_dir: Path, checkpoints: Path | None = None
+                ) -> tuple[list[TraceRecord], list[TraceRecord]]:
+    """Simulator and executor traces of ``scenario`` (executor checkpoints cached under ``checkpoints``)."""
+    from executor.replay import replay_scenario
+    from sim import run_simulation
+
+    sim = run_simulation(scenario).trace
+    work = (checkpoints or out_dir) / "run"
+    exe = replay_scenario(scenario, work_dir=work).trace
+    return sim, exe
+
+
+def validate_scenario(scenario: Scenario, params: CostParams, out_dir: Path, plot: bool = True,
+                      checkpoints: Path | None = None) -> ValidationResult:
+    """Run both engines on the common scenario; write traces, tables and the picture into ``out_dir``."""
+    out_dir = Path(out_dir)
+    common = validation_scenario(scenario, params, out_dir)
+    sim, exe = run_engines(common, out_dir, checkpoints)
+    for name, trace in (("sim", sim), ("executor", exe)):
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        write_jsonl(trace, out_dir / name / "trace.jsonl")
+    rows, units = compare_traces(sim, exe), unit_load_rows(sim, exe)
+    _write_rows(rows, out_dir / "errors.csv")
+    _write_rows(units, out_dir / "units.csv")
+    if plot:
+        plot_side_by_side(sim, exe, out_dir / "timeline.png", scenario.name)
+    return ValidationResult(scenario.name, tuple(rows), tuple(units), out_dir)
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
+
+
+def format_rows(result: ValidationResult) -> str:
+    """The error table as aligned text, then per-component median / p95."""
+    lines = [f"{'component':13s} {'key':10s} {'sim_s':>9s} {'executor_s':>10s} {'error':>7s}"]
+    for r in result.rows:
+        lines.append(f"{r.component:13s} {r.key:10s} {_fmt(r.sim_s):>9s} {_fmt(r.executor_s):>10s} "
+                     f"{_fmt(r.rel_error, True):>7s}")
+    lines.append("")
+    for comp, st in result.component_stats().items():
+        if st["n"]:
+            lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
+                         f"p95 {_fmt(st['p95'], True):>7s}")
+    lines.append(f"overall median error {_fmt(result.median_error, True)}")
+    return "\n".join(lines)
+
+
+def run_validate_command(args: argparse.Namespace) -> int:
+    """Handler of ``pipeboost validate`` (one scenario, or ``--suite DIR``): 1 when the error is too high."""
+    if args.threshold < 0:
+        raise PipeBoostError(f"--threshold must not be negative, got {args.threshold}")
+    params = load_params_file(args.params)
+    if args.suite:
+        from calibration.suite import run_suite_command
+
+        return run_suite_command(Path(args.suite), params, args.threshold, args.out, args.quick)
+    if not args.scenario:
+        raise PipeBoostError("give a SCENARIO file or --suite DIR")
+    scenario = load_scenario(args.scenario)
+    out = Path(args.out or Path("runs") / f"validate-{scenario.name}")
+    result = validate_scenario(scenario, params, out)
+    print(format_rows(result))
+    print(f"\nwrote {out}/errors.csv, units.csv, timeline.png, sim/ and executor/ traces")
+    median = result.median_error
+    if median is None or median > args.threshold:
+        print(f"FAIL: median error {_fmt(median, True)} > threshold {100 * args.threshold:.1f}%")
+        return 1
+    print(f"ok: median error {_fmt(median, True)} <= threshold {100 * args.threshold:.1f}%")
+    return 0
