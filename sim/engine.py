@@ -33,6 +33,7 @@ from pipeboost.workload import generate_requests
 from sim.faults import FaultBook
 from sim.instance import Instance
 from sim.lora import AdapterBook
+from sim.memory import KVBook
 from sim.network import FluidNetwork, path_links
 from sim.pool import RequestPool
 from sim.recovery import on_failure
@@ -62,6 +63,10 @@ class SimResult:
     instances: int
     rate_updates: int
     counters: dict[str, int] = field(default_factory=dict)
+    kv_peak_bytes: dict[int, int] = field(default_factory=dict)
+    """Peak KV-cache + activation bytes reserved per GPU (see :mod:`sim.memory`)."""
+    kv_deferred: int = 0
+    """Admissions postponed because the KV cache did not fit yet."""
 
 
 def scenario_plan(scenario: Scenario) -> Plan:
@@ -104,6 +109,7 @@ class Simulation:
         self.failures = 0
         self.states: list[ReqState] = []
         self.lora = AdapterBook(scenario) if scenario.workload.adapters else None
+        self.kv = KVBook(self.env, scenario.model, topo.gpu.memory_bytes, topo.num_gpus)
 
     # ---- topology ---------------------------------------------------------------------------
     def _build_networks(self) -> list[tuple[FluidNetwork, tuple[str, ...], float]]:
@@ -279,7 +285,8 @@ class Simulation:
         networks = {id(net): net for net, _, _ in self._routes}.values()
         return SimResult(self.scenario.name, self.plan, trace, events, self.env.now, len(self.requests),
                          kinds.get("finish", 0), kinds.get("request_error", 0), stalled, self.failures,
-                         len(self.instances), sum(net.rate_updates for net in networks), kinds)
+                         len(self.instances), sum(net.rate_updates for net in networks), kinds,
+                         self.kv.peaks(), self.kv.deferred)
 
 
 def run_simulation(scenario: Scenario, token_records: bool | None = None,

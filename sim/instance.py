@@ -101,6 +101,19 @@ class Instance:
     def unit_count(self) -> int:
         return self.partition.num_layers + 2
 
+    def weights_committed(self, gpu: int) -> int:
+        """Weight bytes GPU ``gpu`` holds or will hold: resident, in flight and still queued."""
+        state = self.ctx.gpus[gpu]
+        moving = state.transfer[3] if state.transfer is not None else 0
+        return state.used_bytes + moving + sum(b for _, b in self.loader_queues[gpu])
+
+    def stage_layers(self) -> list[tuple[int, int]]:
+        """(GPU, decoder layers it runs) for each distinct stage GPU, in stage order."""
+        layers: dict[int, int] = {}
+        for s, g in enumerate(self.stage_gpus):
+            layers[g] = layers.get(g, 0) + len(self.partition.layer_range(s))
+        return list(layers.items())
+
     # ---- loading progress -----------------------------------------------------------------------
     def unit_loaded(self, gpu: int) -> None:
         """Called by a loader after each unit; promotes full replicas."""

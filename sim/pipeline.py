@@ -49,17 +49,26 @@ def run_scheduler(inst: "Instance") -> Generator[simpy.Event, object, None]:
                 if woke == RELEASE:
                     return
                 continue
+            per_gpu = [(g, ctx.kv.token_bytes(layers)) for g, layers in inst.stage_layers()]
+            reqs, tokens, waiting = ctx.kv.admit(inst, pool, reqs, per_gpu)
+            if not reqs:
+                if waiting:  # the head waits for memory held by in-flight micro-batches (or others)
+                    yield simpy.AnyOf(ctx.env, [inst.kicked, ctx.kv.freed([g for g, _ in per_gpu])])
+                continue
             inst.inflight += 1
             inst.work_started()
-            ctx.env.process(run_microbatch(inst, reqs))
+            held = [(g, tokens * per) for g, per in per_gpu]
+            ctx.env.process(run_microbatch(inst, reqs, held))
     except simpy.Interrupt:
         pool.forget(owner)
         return
     pool.forget(owner)
 
 
-def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Event, object, None]:
-    """Prefill then decode ``reqs`` through the pipeline; on a failure their requests become orphans."""
+def run_microbatch(inst: "Instance", reqs: list[ReqState],
+                   held: Sequence[tuple[int, int]] = ()) -> Generator[simpy.Event, object, None]:
+    """Prefill then decode ``reqs`` through the pipeline; on a failure their requests become orphans.
+    ``held``: (GPU, bytes) of KV memory reserved for the micro-batch, returned when it ends."""
     ctx = inst.ctx
     env = ctx.env
     me = env.active_process
@@ -86,6 +95,8 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState]) -> Generator[simpy.Ev
     finally:
         for g in stage_gpus:
             ctx.gpus[g].procs.pop(me, None)
+        for g, nbytes in held:
+            ctx.kv.release(g, nbytes)
         inst.inflight -= 1
         inst.work_ended()
         inst.kick()

@@ -48,6 +48,12 @@ class RequestPool:
         self.queue.extendleft(reversed(live))
         self._wake(len(live))
 
+    def defer(self, reqs: list[ReqState]) -> None:
+        """Put requests taken but not admitted (no memory yet) back at the head, in their order, and offer
+        them to idle servers."""
+        self.queue.extendleft(reversed(reqs))
+        self._wake(len(reqs))
+
     def take(self, limit: int) -> list[ReqState]:
         """Up to ``limit`` requests from the head of the queue."""
         q = self.queue

@@ -46,8 +46,9 @@ def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list
     return duration
 
 
-def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[ReqState], int]:
-    """Give every running sequence one token; returns the unfinished ones and their total context.
+def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[ReqState], int, int]:
+    """Give every running sequence one token; returns the unfinished ones, their total context and the
+    KV tokens (prompt + output) of the finished ones.
 
     The common case (a middle token without per-token records) is handled inline for speed.
     """
@@ -56,15 +57,17 @@ def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[Req
     fast = not pool.tracer.token_records
     survivors: list[ReqState] = []
     context = 0
+    freed = 0
     for r in running:
         nxt = r.generated + 1
         if fast and 1 < nxt < r.output:
             r.generated = nxt
         elif pool.token(r, now, gpu):
+            freed += r.prompt + r.output
             continue
         survivors.append(r)
         context += r.prompt + r.generated - 1
-    return survivors, context
+    return survivors, context, freed
 
 
 def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[ReqState],
@@ -94,6 +97,9 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
     context = 0
     busy = False
     lora = ctx.lora
+    kv = ctx.kv
+    per_gpu = [(g, kv.token_bytes(inst.partition.num_layers, costs.tp)) for g in gpus]
+    held = 0  # KV tokens reserved for ``running``
     try:
         while True:
             if lora is None:
@@ -104,11 +110,17 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 if target is not False:
                     yield from lora.switch(inst, gpus[0], target)  # epoch boundary: nothing in flight
                     continue
+            waiting = False
+            if new:
+                new, tokens, waiting = kv.admit(inst, pool, new, per_gpu)
+                held += tokens
             if not running and not new:
                 if busy:
                     busy = False
                     inst.work_ended()
-                if (yield pool.wait_work(owner)) == RELEASE:
+                if waiting:  # the head waits for memory that others hold on these GPUs
+                    yield kv.freed(gpus)
+                elif (yield pool.wait_work(owner)) == RELEASE:
                     return
                 continue
             if not busy:
@@ -130,9 +142,15 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 t0 = env.now
                 yield env.timeout(duration)
             _record_step(inst, gpus, t0, new, old)
-            running, context = _emit(inst, running, gpus[0])
+            running, context, freed = _emit(inst, running, gpus[0])
+            if freed:
+                held -= freed
+                for g, per in per_gpu:
+                    kv.release(g, freed * per)
     except (simpy.Interrupt, DeviceFailure):
         pool.forget(owner)
+        for g, per in per_gpu:
+            kv.release(g, held * per)
         inst.orphan(running)
         if busy:
             inst.work_ended()
