@@ -1,4 +1,4 @@
-"""Command line of the executor: ``python -m executor make-checkpoint --preset opt-tiny --out DIR``.
+"""Command line of the executor: ``python -m executor make-checkpoint --preset opt-tiny --out DIR [--lora]``.
 
 :func:`main` takes ``argv`` so ``pipeboost make-checkpoint`` can delegate to it.
 """
@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     mk.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     mk.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     mk.add_argument("--shards", type=int, default=1, help="number of safetensors files (default 1)")
+    lora = mk.add_argument_group("LoRA adapter (write a PEFT adapter for the base model instead of a checkpoint)")
+    lora.add_argument("--lora", action="store_true", help="write a seeded random PEFT adapter to --out")
+    lora.add_argument("--rank", type=int, default=8, help="adapter rank r (default 8)")
+    lora.add_argument("--alpha", type=float, default=16.0, help="lora_alpha (default 16)")
+    lora.add_argument("--target-modules", default="q_proj,v_proj",
+                      help="comma-separated module names (default q_proj,v_proj)")
     return parser
 
 
@@ -36,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "make-checkpoint":
         source = args.preset if args.preset else json.loads(args.config.read_text())
-        out = make_checkpoint(source, args.out, seed=args.seed, dtype=args.dtype, shards=args.shards)
+        if args.lora:
+            from executor.lora import make_adapter
+
+            modules = tuple(m for m in args.target_modules.split(",") if m)
+            out = make_adapter(source, args.out, args.rank, args.alpha, modules, args.seed, args.dtype)
+        else:
+            out = make_checkpoint(source, args.out, seed=args.seed, dtype=args.dtype, shards=args.shards)
         sys.stdout.write(f"{out}\n")
     return 0

@@ -53,3 +53,15 @@ def test_make_checkpoint_delegates_to_the_executor(tmp_path, capsys):
     pytest.importorskip("torch")
     assert main(["make-checkpoint", "--preset", "opt-tiny", "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_make_checkpoint_lora_writes_a_peft_adapter(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "ad"
+    assert main(["make-checkpoint", "--preset", "opt-tiny", "--out", str(out), "--lora", "--rank", "4",
+                 "--target-modules", "q_proj,v_proj"]) == 0
+    from pipeboost.lora import read_adapter_config
+
+    config = read_adapter_config(out)
+    assert config.spec.rank == 4 and tuple(config.spec.target_modules) == ("q_proj", "v_proj")
+    assert (out / "adapter_model.safetensors").exists()
