@@ -53,6 +53,7 @@ class Instance:
         self.partition = plan.partition
         self.gpus: tuple[int, ...] = plan.gpus
         self.stage_gpus: list[int] = list(plan.stage_gpus)
+        self.stage_units = [self.partition.units_of_stage(s) for s in range(self.partition.num_stages)]
         self.state = "warming"          # warming -> serving -> released | dead
         self.replicas: list[int] = []
         self.switched = False

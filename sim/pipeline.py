@@ -78,8 +78,10 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
     try:
         tokens = [r.prefill_tokens for r in reqs]
         costs = ctx.costs
+        layers = inst.partition.num_layers
         extra = _adapter_extra(inst, reqs, tokens)
-        yield from _through_stages(inst, reqs, "prefill", lambda u: costs.unit_prefill_s(u, tokens) + extra(u),
+        yield from _through_stages(inst, reqs, "prefill",
+                                   _per_kind(lambda u: costs.unit_prefill_s(u, tokens) + extra(u), layers),
                                    sum(tokens))
         _emit_tokens(inst, reqs)
         live = [r for r in reqs if not r.done]
@@ -87,7 +89,8 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
             batch, context = len(live), sum(r.context for r in live)
             extra = _adapter_extra(inst, live, [1] * batch)
             yield from _through_stages(inst, live, "decode",
-                                       lambda u: costs.unit_decode_s(u, batch, context) + extra(u), batch)
+                                       _per_kind(lambda u: costs.unit_decode_s(u, batch, context) + extra(u),
+                                                 layers), batch)
             _emit_tokens(inst, live)
             live = [r for r in live if not r.done]
     except (simpy.Interrupt, DeviceFailure):
@@ -100,6 +103,20 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         inst.inflight -= 1
         inst.work_ended()
         inst.kick()
+
+
+def _per_kind(unit_cost: Callable[[int], float], layers: int) -> Callable[[int], float]:
+    """``unit_cost`` evaluated once per unit kind (embedding, any decoder layer, head): every decoder layer
+    has the same cost within one step, so the cached value is exactly the one a direct call returns."""
+    cache: dict[int, float] = {}
+
+    def cost(u: int) -> float:
+        key = 0 if 0 <= u < layers else u
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = unit_cost(u)
+        return value
+    return cost
 
 
 def _adapter_extra(inst: "Instance", reqs: Sequence[ReqState], tokens: Sequence[int]) -> Callable[[int], float]:
@@ -140,7 +157,7 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
     """Compute stage ``s``'s units on GPU ``g``, waiting for each non-resident unit to land."""
     env = inst.env
     gpu = inst.ctx.gpus[g]
-    units = inst.partition.units_of_stage(s)
+    units = inst.stage_units[s]
     lora = inst.ctx.lora
     if lora is not None:
         parts = ("stage",) if inst.stage_gpus.index(g) == s else ("stage", "rest")

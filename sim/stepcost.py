@@ -56,6 +56,7 @@ class StepCosts:
         self._head = _probe(params, gpu, model, model.head_unit)
         self._prefill_cache: dict[tuple[int, int, int], float] = {}
         self._model_prefill_cache: dict[int, float] = {}
+        self._hop_cache: dict[int, float] = {}
         self._decode_terms = self._model_decode_terms()
 
     def _model_decode_terms(self) -> tuple[tuple[float, ...], ...]:
@@ -136,5 +137,9 @@ class StepCosts:
         return value
 
     def hop_s(self, tokens_total: int) -> float:
-        """Activation hand-off between two stages for ``tokens_total`` tokens."""
-        return hop_cost(self.params, self.model.activation_bytes(tokens_total)).total_s
+        """Activation hand-off between two stages for ``tokens_total`` tokens (cached per token count)."""
+        value = self._hop_cache.get(tokens_total)
+        if value is None:
+            value = self._hop_cache[tokens_total] = hop_cost(self.params,
+                                                             self.model.activation_bytes(tokens_total)).total_s
+        return value
