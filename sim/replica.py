@@ -56,16 +56,20 @@ def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[Req
     now = inst.env.now
     fast = not pool.tracer.token_records
     survivors: list[ReqState] = []
+    keep = survivors.append
     context = 0
     freed = 0
     for r in running:
         nxt = r.generated + 1
         if fast and 1 < nxt < r.output:
             r.generated = nxt
-        elif pool.token(r, now, gpu):
+            keep(r)
+            context += r.prompt + nxt - 1
+            continue
+        if pool.token(r, now, gpu):
             freed += r.prompt + r.output
             continue
-        survivors.append(r)
+        keep(r)
         context += r.prompt + r.generated - 1
     return survivors, context, freed
 
