@@ -8,7 +8,7 @@ stream of 1,000 requests. Two figures, both on one core (one process):
 * end-to-end search rate: ``run_search`` with ``--jobs 1`` and NSGA-II on three objectives (adds optuna's
   ask/tell and in-memory storage).
 
-Goal: >= 10,000 evaluations in 1 CPU-hour (2.78 per second per core).
+Goal: >= 10,000 evaluations in 1 CPU-hour (2.78 per CPU-second), measured with ``time.process_time``.
 
     .venv/bin/python benchmarks/bench_search_throughput.py [--evals 40] [--trials 40]
 """
@@ -60,24 +60,29 @@ def random_point(space_doc: dict, rng: random.Random) -> dict:
     return point
 
 
+def _timed(fn) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) spent in ``fn()``."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu0, time.perf_counter() - wall0
+
+
 def eval_rate(n: int) -> tuple[float, float]:
-    """(evaluations per second, mean seconds per evaluation) of ``simulate_metrics`` on one core."""
+    """(evaluations per CPU-second, per wall-second) of ``simulate_metrics`` in this one process."""
     scenario = scenario_from_dict(SCENARIO)
     rng = random.Random(0)
     simulate_metrics(scenario, {})  # warm-up: imports, caches
-    t0 = time.perf_counter()
-    for _ in range(n):
-        simulate_metrics(scenario, random_point(SPACE, rng))
-    wall_s = time.perf_counter() - t0
-    return n / wall_s, wall_s / n
+    points = [random_point(SPACE, rng) for _ in range(n)]
+    cpu_s, wall_s = _timed(lambda: [simulate_metrics(scenario, p) for p in points])
+    return n / cpu_s, n / wall_s
 
 
-def search_rate(trials: int) -> float:
-    """Trials per second of a whole NSGA-II search with one process."""
+def search_rate(trials: int) -> tuple[float, float]:
+    """Trials per CPU-second and per wall-second of a whole NSGA-II search with one process."""
     scenario = scenario_from_dict(SCENARIO)
-    t0 = time.perf_counter()
-    run_search(scenario, space_from_dict(SPACE), SearchConfig(trials=trials, jobs=1, sampler="nsga2", seed=0))
-    return trials / (time.perf_counter() - t0)
+    config = SearchConfig(trials=trials, jobs=1, sampler="nsga2", seed=0)
+    cpu_s, wall_s = _timed(lambda: run_search(scenario, space_from_dict(SPACE), config))
+    return trials / cpu_s, trials / wall_s
 
 
 def main() -> None:
@@ -85,17 +90,16 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=40, help="simulator evaluations to time")
     parser.add_argument("--trials", type=int, default=40, help="trials of the end-to-end search to time")
     args = parser.parse_args()
-    sim_rate, per_eval_s = eval_rate(args.evals)
-    e2e_rate = search_rate(args.trials)
     goal_rate = GOAL_EVALS_PER_CPU_HOUR / 3600.0
-    rows = [["simulator evaluations / s / core", f"{sim_rate:.2f}", f"{goal_rate:.2f}",
-             f"{sim_rate * 3600:,.0f}", "yes" if sim_rate >= goal_rate else "no"],
-            ["end-to-end search trials / s / core", f"{e2e_rate:.2f}", f"{goal_rate:.2f}",
-             f"{e2e_rate * 3600:,.0f}", "yes" if e2e_rate >= goal_rate else "no"]]
-    print(f"{SCENARIO['name']}: 8 x A100 PCIe Gen4, llama-2-7b, 1,000 requests, 1 fault; "
-          f"{per_eval_s * 1e3:.0f} ms per evaluation")
-    print(format_table(["figure", "measured", "goal", "per CPU-hour", ">= 10,000 / CPU-hour"], rows))
-
+    rows = []
+    for name, (cpu_rate, wall_rate) in (("simulator evaluations", eval_rate(args.evals)),
+                                        ("end-to-end search trials", search_rate(args.trials))):
+        rows.append([name, f"{cpu_rate:.2f}", f"{wall_rate:.2f}", f"{goal_rate:.2f}", f"{cpu_rate * 3600:,.0f}",
+                     "yes" if cpu_rate >= goal_rate else "no"])
+    print(f"{SCENARIO['name']}: 8 x A100 PCIe Gen4, llama-2-7b, 1,000 requests, 1 fault. Rates per CPU-second "
+          "(process time: the goal is per CPU-hour) and per wall-second (lower when other jobs share the core)")
+    print(format_table(["figure", "per CPU-s", "per wall-s", "goal per CPU-s", "per CPU-hour",
+                        ">= 10,000 / CPU-hour"], rows))
 
 if __name__ == "__main__":
     main()
