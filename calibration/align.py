@@ -53,7 +53,7 @@ def _abs_model_dir(scenario: Scenario) -> str | None:
     return path
 
 
-def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path) -> Scenario:
+def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path, max_batch_size: int = 1) -> Scenario:
     """The scenario both engines run (see the module docstring); writes ``work_dir/workload.csv``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     rows = executor_workload_rows(scenario)
@@ -63,7 +63,7 @@ def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path) 
         writer.writerows(rows)
     doc = scenario_to_dict(scenario)
     doc["workload"] = {"arrivals": {"kind": "trace", "file": "workload.csv"}, "num_requests": len(rows)}
-    doc["serving"] = {**doc["serving"], "max_batch_size": 1, "keep_alive_s": KEEP_ALIVE_S}
+    doc["serving"] = {**doc["serving"], "max_batch_size": max_batch_size, "keep_alive_s": KEEP_ALIVE_S}
     doc["executor"] = {**doc["executor"], "time_scale": 1.0, "max_requests": None,
                        "model_dir": _abs_model_dir(scenario)}
     scale = scenario.executor.time_scale

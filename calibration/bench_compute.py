@@ -130,3 +130,32 @@ def hop_samples(src: torch.device, dst: torch.device, hidden_size: int, dtype: t
         samples.append(HopSample(hidden.numel() * hidden.element_size(), seconds))
         tokens *= 4
     return samples
+
+
+def concurrent_compute_samples(benches: list[UnitBench], prefill_tokens: tuple[int, ...], deadline: Deadline,
+                               tick: Callable[[], None] = lambda: None, threads: int = 1) -> list[ComputeSample]:
+    """:func:`compute_samples` on every device at once (one thread each, as the compute workers run);
+    per point the median over devices. Captures cores and the GIL shared between virtual devices.
+
+    Each thread sets ``torch.set_num_threads(threads)`` itself, as :class:`executor.worker.ComputeWorker`
+    does: the intra-op thread count is per thread (OpenMP), so a thread that does not set it uses all cores.
+    """
+    import threading
+
+    results: list[list[ComputeSample]] = [[] for _ in benches]
+
+    def worker(i: int) -> None:
+        torch.set_num_threads(threads)
+        results[i] = compute_samples(benches[i], prefill_tokens, deadline, tick if i == 0 else lambda: None)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(len(benches))]
+    for th in workers:
+        th.start()
+    for th in workers:
+        th.join()
+    merged = []
+    for points in zip(*results):
+        secs = sorted(p.seconds for p in points)
+        p = points[0]
+        merged.append(ComputeSample(p.unit, p.tokens, p.batch, p.context, secs[len(secs) // 2]))
+    return merged

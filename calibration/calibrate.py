@@ -6,7 +6,9 @@
    costs paid before time zero (arena first touch; a cold Python process start when the budget allows);
 2. whole-unit loads of a seeded random checkpoint of the model on all devices at once (real unit sizes);
 3. copy time vs size (4 KiB upwards) per device alone, then all devices at once;
-4. per-unit compute: prefill vs tokens for embedding, decoder layer and head; decode vs batch and context;
+4. per-unit compute: prefill vs tokens for embedding, decoder layer and head; decode vs batch and context
+   (one device alone, fitted), and a few points with every device computing at once (the slowdown is
+   reported in the provenance: the cost model has no term for cores shared between virtual devices);
 5. activation hops between devices vs bytes;
 
 then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from calibration import bench_compute, bench_load, bench_transfer
-from calibration.budget import Budget
+from calibration.budget import Budget, Deadline
 from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
 from calibration.progress import Progress
 from calibration.provenance import build_provenance
@@ -173,7 +175,7 @@ def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torc
 
 
 def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str, Any], dtype: str,
-                   bar: Progress, threads: int = 1) -> tuple[list, list]:
+                   bar: Progress, threads: int = 1) -> tuple[list, list, float | None]:
     bar.stage("compute")
     deadline = budget.phase(SHARES["compute"])
     hf = hf_config(config)
@@ -181,9 +183,16 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        bench = bench_compute.UnitBench(hf, devices[0], tdtype)
         tokens = bench_compute.CPU_PREFILL_TOKENS if devices[0].type == "cpu" else bench_compute.GPU_PREFILL_TOKENS
-        computes = bench_compute.compute_samples(bench, tokens, deadline, bar.tick)
+        benches = [bench_compute.UnitBench(hf, d, tdtype) for d in devices]
+        computes = bench_compute.compute_samples(benches[0], tokens, deadline, bar.tick)
+        slowdown = None
+        if len(benches) > 1:  # every device at once: reported, not fitted (the executor rarely overlaps so)
+            together = bench_compute.concurrent_compute_samples(benches, (1, 8, 32), Deadline(0.0), threads=threads)
+            alone = {(s.unit, s.tokens, s.batch, s.context): s.seconds for s in computes}
+            ratios = [s.seconds / alone[k] for s in together
+                      if (k := (s.unit, s.tokens, s.batch, s.context)) in alone and s.unit == 0]
+            slowdown = float(np.median(ratios)) if ratios else None
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])
         dst = devices[1] if len(devices) > 1 else devices[0]
@@ -191,11 +200,14 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
     finally:
         torch.set_num_threads(old_threads)
     bar.tick()
-    return computes, hops
+    return computes, hops, slowdown
 
 
 def unit_load_samples(run: bench_load.UnitLoadRun) -> list[TransferSample]:
-    """LOAD records of real units (real sizes, all devices loading at once) as transfer samples per link."""
+    """LOAD records of real units (real sizes, all devices loading at once) as transfer samples per link.
+
+    They are fitted when unit sizes differ by 2x or more (embedding vs layer); otherwise the copy sweep
+    gives the bandwidth and the unit loads only the per-unit latency."""
     return [TransferSample(f"gpu{g}", n, sec) for g, _, n, sec in run.loads]
 
 
@@ -248,11 +260,14 @@ def weighted_computes(samples: list, num_layers: int) -> list:
 def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, model: Any,
                      provenance: dict[str, Any]) -> CostParams:
     """CostParams from all measurements, with raw figures and residuals in the provenance."""
-    transfers = unit_load_samples(m.unit_loads) if m.unit_loads and len({n for _, _, n, _ in m.unit_loads.loads}) > 1 \
-        else m.sweep
-    params = fit_cost_params(transfers, weighted_computes(m.computes, model.num_layers), m.hops, gpu, model,
+    sizes = [n for _, _, n, _ in m.unit_loads.loads] if m.unit_loads else []
+    from_units = bool(sizes) and max(sizes) >= 2 * min(sizes)
+    params = fit_cost_params(unit_load_samples(m.unit_loads) if from_units else m.sweep, weighted_computes(m.computes, model.num_layers), m.hops, gpu, model,
                              provenance=provenance)
     params = params.with_(**_link_terms(params, m, req))
+    if not from_units and m.unit_loads:  # units of one size: bandwidth from the sweep, latency from units
+        bws = dict(params.provenance["link_bandwidth_bytes_per_s"])
+        params = params.with_(transfer_latency_s=bench_load.unit_latency_s(m.unit_loads, bws)[0])
     prov = dict(params.provenance)
     prov["gpu_spec"] = {"name": gpu.name, "peak_flops": gpu.peak_flops,
                         "memory_bandwidth_bytes_per_s": gpu.memory_bandwidth_bytes_per_s}
@@ -279,13 +294,13 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
-        computes, hops = _phase_compute(budget, devices, config, dtype, bar)
+        computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar)
     finally:
         bar.close()
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras)
     prov = build_provenance(req.devices, req.preset, dtype, {
         "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),
-        "compute_threads": 1})
+        "compute_threads": 1, "concurrent_layer_compute_slowdown": slowdown})
     params = fit_measurements(m, req, gpu, model, prov)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
