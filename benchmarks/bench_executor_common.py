@@ -5,22 +5,17 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from executor.checkpoint import make_checkpoint  # noqa: E402
-from pipeboost.plan import LoadPlan, PartitionPlan, Plan  # noqa: E402
+from pipeboost.plan import LoadPlan, PartitionPlan, Plan
+from pipeboost.workload import Request  # noqa: E402
 
 
-@dataclass(frozen=True)
-class Req:
-    id: int
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
+Req = Request  # a request as the engine reads it (id, arrival_s, prompt_tokens, output_tokens)
 
 
 def checkpoint(preset: str, dtype: str, model_dir: str | None) -> Path:

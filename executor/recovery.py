@@ -22,6 +22,7 @@ from executor.loader import Loader
 from executor.pipeline import RequestState, Runtime
 from pipeboost.errors import PlanError
 from pipeboost.plan import PartitionPlan, RecoveryPlan
+from pipeboost.policies import get_policy
 from pipeboost.trace import TraceKind
 
 log = logging.getLogger(__name__)
@@ -31,39 +32,9 @@ RecoveryPolicy = Callable[[PartitionPlan, tuple[int, ...], int, dict[int, set[in
 """``(partition, stage_gpus, failed_gpu, resident: {gpu: units}, alive) -> RecoveryPlan``."""
 
 
-def reroute_to_holder_default(partition: PartitionPlan, stage_gpus: tuple[int, ...], failed_gpu: int,
-                              resident: dict[int, set[int]], alive: tuple[int, ...]) -> RecoveryPlan:
-    """Give each stage of ``failed_gpu`` to the alive GPU holding most of its units; it loads the rest first.
-
-    Ties go to the GPU serving fewer stages, then the lower index. Raises PlanError with no survivor.
-    """
-    if not alive:
-        raise PlanError(f"GPU {failed_gpu} failed and no GPU is left alive")
-    new = list(stage_gpus)
-    load_first: dict[int, list[int]] = {}
-    for stage, gpu in enumerate(stage_gpus):
-        if gpu != failed_gpu:
-            continue
-        units = set(partition.units_of_stage(stage))
-
-        def score(g: int) -> tuple[int, int, int]:
-            return (-len(units & resident.get(g, set())), new.count(g), g)
-
-        chosen = min(alive, key=score)
-        new[stage] = chosen
-        if not units <= resident.get(chosen, set()):
-            load_first.setdefault(chosen, []).append(stage)
-    return RecoveryPlan(failed_gpu, tuple(new), tuple((g, tuple(s)) for g, s in sorted(load_first.items())),
-                        policy="reroute_to_holder")
-
-
 def default_recovery_policy() -> RecoveryPolicy:
-    """``pipeboost.policies.recovery.reroute_to_holder`` when available, else the local equivalent."""
-    try:
-        from pipeboost.policies.recovery import reroute_to_holder  # type: ignore[import-not-found]
-    except ImportError:
-        return reroute_to_holder_default
-    return reroute_to_holder
+    """The shared ``reroute_to_holder`` policy (``pipeboost.policies.recovery``), as the simulator uses it."""
+    return get_policy("recovery", "reroute_to_holder")
 
 
 class Supervisor(threading.Thread):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from pipeboost.plan import LoadPlan, PartitionPlan, Plan
+from pipeboost.workload import Request
 from pipeboost.trace import TraceKind, TraceRecord
 
 
-@dataclass(frozen=True)
-class Req:
-    """A request as the engine reads it."""
-
-    id: int
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
+Req = Request  # a request as the engine reads it (id, arrival_s, prompt_tokens, output_tokens)
 
 
 def make_plan(num_layers: int, boundaries: tuple[int, ...], gpus: tuple[int, ...] | None = None,

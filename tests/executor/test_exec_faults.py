@@ -10,7 +10,7 @@ import pytest
 
 from executor.engine import run_executor
 from executor.faults import ExecutorFault
-from executor.recovery import reroute_to_holder_default
+from pipeboost.policies.recovery import reroute_to_holder
 from executor_helpers import Req, assert_compute_after_load, assert_request_lifecycle, make_plan
 from pipeboost.plan import RecoveryPlan
 from pipeboost.trace import TraceKind
@@ -84,7 +84,7 @@ def test_three_devices_middle_stage_fails_with_pluggable_policy(model_dirs, refe
 
     def policy(partition, stage_gpus, failed_gpu, resident, alive) -> RecoveryPlan:
         calls.append((tuple(stage_gpus), failed_gpu, {g: set(u) for g, u in resident.items()}, tuple(alive)))
-        return reroute_to_holder_default(partition, stage_gpus, failed_gpu, resident, alive)
+        return reroute_to_holder(partition, stage_gpus, failed_gpu, resident, alive)
 
     model_dir = model_dirs("opt-tiny")
     requests = [Req(0, 0.0, 7, 6), Req(1, 0.01, 5, 5), Req(2, 0.2, 6, 4)]
