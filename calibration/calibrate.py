@@ -10,6 +10,9 @@
    (one device alone, fitted), and a few points with every device computing at once (the slowdown is
    reported in the provenance: the cost model has no term for cores shared between virtual devices);
 5. activation hops between devices vs bytes;
+6. the executor runtime's per-step overhead outside the units (one synthetic request through a pipeline,
+   :mod:`calibration.bench_runtime`), added to ``unit_overhead_s`` (the fitted launch part and the runtime
+   part are both in the provenance);
 
 then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
 (machine, devices, date, package versions, executor git revision, residuals, raw figures). The suite
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration import bench_compute, bench_load, bench_transfer
+from calibration import bench_compute, bench_load, bench_runtime, bench_transfer
 from calibration.budget import Budget, Deadline
 from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
 from calibration.progress import Progress
@@ -43,7 +46,8 @@ from pipeboost.spec import GPUSpec
 
 log = logging.getLogger(__name__)
 
-SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.3, "concurrent": 0.08, "compute": 0.34, "hops": 0.08}
+SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.28, "concurrent": 0.08, "compute": 0.3, "hops": 0.07,
+          "runtime": 0.07}
 MAX_COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
 PROCESS_START_MIN_BUDGET_S = 120.0
 
@@ -268,7 +272,11 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
     if not from_units and m.unit_loads:  # units of one size: bandwidth from the sweep, latency from units
         bws = dict(params.provenance["link_bandwidth_bytes_per_s"])
         params = params.with_(transfer_latency_s=bench_load.unit_latency_s(m.unit_loads, bws)[0])
+    runtime_s = (m.extras or {}).get("runtime_overhead_per_unit_s")
     prov = dict(params.provenance)
+    prov["fitted_unit_overhead_s"] = params.unit_overhead_s
+    if runtime_s:  # the runtime's per-step cost outside the units, spread over the units of a step
+        params = params.with_(unit_overhead_s=params.unit_overhead_s + runtime_s)
     prov["gpu_spec"] = {"name": gpu.name, "peak_flops": gpu.peak_flops,
                         "memory_bandwidth_bytes_per_s": gpu.memory_bandwidth_bytes_per_s}
     prov["bound"] = _bound_check(params, m, gpu, model)
@@ -295,8 +303,15 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
         computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar)
+        bar.stage("runtime step overhead")
+        budget.phase(SHARES["runtime"])
+        n_stages = min(len(devices), int(config.get("num_hidden_layers", 1)))
+        runtime_s = bench_runtime.runtime_overhead_per_unit_s(model_dir, req.preset, dtype,
+                                                              executor_device_spec(req.devices), n_stages)
+        bar.tick()
     finally:
         bar.close()
+    extras["runtime_overhead_per_unit_s"] = runtime_s
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras)
     prov = build_provenance(req.devices, req.preset, dtype, {
         "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),

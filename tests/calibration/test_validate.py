@@ -64,3 +64,14 @@ def test_quick_suite_runs_and_writes_one_table(params_file, tmp_path, capsys):
     with open(tmp_path / "suite.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(suite_files(SUITE, quick=True))
     assert "ttft" in capsys.readouterr().out
+
+
+def test_step_overhead_is_token_gap_minus_unit_and_hop_time():
+    from calibration.bench_runtime import step_overheads_s
+    from pipeboost.trace import TraceKind, TraceRecord
+
+    trace = [TraceRecord(1.0, 1.0, TraceKind.FIRST_TOKEN, request=0, attrs={"index": 0}),
+             TraceRecord(1.1, 1.16, TraceKind.DECODE, gpu=0, layer=0, request=0, attrs={"step": 1}),
+             TraceRecord(1.16, 1.17, TraceKind.HOP, gpu=0, request=0, attrs={"step": 1}),
+             TraceRecord(1.2, 1.2, TraceKind.TOKEN, request=0, attrs={"index": 1})]
+    assert step_overheads_s(trace, units_per_step=2) == pytest.approx([(0.2 - 0.07) / 2])
