@@ -1,6 +1,7 @@
 """The ``pipeboost`` command line.
 
-Commands: ``run``, ``plan``, ``validate-scenario``, ``plot``, ``search``, ``make-checkpoint``. Errors print one line
+Commands: ``run``, ``plan``, ``validate-scenario``, ``plot``, ``search``, ``calibrate``, ``validate``,
+``make-checkpoint``. Errors print one line
 ``pipeboost: error: ...`` (no traceback) and exit with status 2; ``--debug`` shows the traceback.
 Engines are imported only by the commands that need them.
 """
@@ -96,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="draw the timeline and TTFT CDF of a run folder")
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_plot)
+    from calibration.cli import add_calibrate_parser, add_validate_parser
     from pipeboost.search.cli import add_search_parser
 
     add_search_parser(sub)
+    add_calibrate_parser(sub)
+    add_validate_parser(sub)
     p = sub.add_parser("make-checkpoint", help="build a seeded random checkpoint (see --help of the subcommand)",
                        add_help=False)
     p.set_defaults(func=None)
