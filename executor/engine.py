@@ -101,10 +101,10 @@ class _Engine:
 
     def __init__(self, plan: Plan, reader: CheckpointReader, devices: dict[int, Device],
                  faults: list[ExecutorFault], bandwidth_bytes_per_s: float | None, policy: RecoveryPolicy,
-                 execute_while_load: bool, threads_per_device: int) -> None:
+                 execute_while_load: bool, threads_per_device: int, max_batch_size: int) -> None:
         self.tracer = Tracer()
         self.runtime = Runtime(plan, reader.config, devices, self.tracer, execute_while_load=execute_while_load,
-                               threads_per_device=threads_per_device)
+                               threads_per_device=threads_per_device, max_batch_size=max_batch_size)
         self.injector = FaultInjector(faults, self.fail)
         self.runtime.faults = self.injector
         stop = self.runtime.stop
@@ -178,7 +178,7 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
                  execute_while_load: bool = True, threads_per_device: int = 1, host_pool: bool = False,
                  timeout_s: float = DEFAULT_TIMEOUT_S, adapters: Mapping[str, Path] | None = None,
                  adapter_mode: str = "unmerged", adapter_epoch_s: float = 0.5,
-                 adapter_preload: Sequence[str] | None = None) -> ExecutorResult:
+                 adapter_preload: Sequence[str] | None = None, max_batch_size: int = 8) -> ExecutorResult:
     """Run ``plan`` on ``devices`` with the checkpoint in ``model_dir`` and serve ``requests`` greedily.
 
     ``requests``: objects with ``id``, ``arrival_s`` (seconds since time zero), ``prompt_tokens`` and
@@ -191,8 +191,12 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     ``adapters``: LoRA adapter folders by name; a request's ``adapter`` attribute picks one (``None``: base).
     ``adapter_mode`` ``unmerged`` or ``merged`` (epochs of ``adapter_epoch_s``), ``adapter_preload`` the
     names loaded at time zero (default: all); see :mod:`executor.lora_runtime`.
+    ``max_batch_size``: decode steps of at most this many requests run as one forward pass on a device that
+    holds a request's whole route (continuous batching, :mod:`executor.batching`); 1 runs each alone.
     Raises PlanError / CheckpointError before time zero, TimeoutError after ``timeout_s``.
     """
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
     reader = CheckpointReader(Path(model_dir))
     dtype = checkpoint_dtype(reader)
     model = model_spec_from_hf_config(reader.config_dict, dtype=str(dtype).replace("torch.", ""))
@@ -208,7 +212,8 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     states = [RequestState(int(r.id), prompt_ids(seed, int(r.id), int(r.prompt_tokens), model.vocab_size),
                            int(r.output_tokens), adapter=getattr(r, "adapter", None)) for r in requests]
     engine = _Engine(plan, reader, devs, fault_list, link_bandwidth_bytes_per_s,
-                     recovery_policy or default_recovery_policy(), execute_while_load, threads_per_device)
+                     recovery_policy or default_recovery_policy(), execute_while_load, threads_per_device,
+                     max_batch_size)
     if adapters or any(s.adapter is not None for s in states):
         from executor.lora_epochs import load_adapters
         engine.gate = load_adapters(engine.runtime, reader, plan, model, adapters or {}, states, engine.tracer,

@@ -6,7 +6,8 @@
   other adapter loads on first use, in the compute thread that needs it.
 * **Unmerged** (``mode="unmerged"``): a forward hook on each target ``nn.Linear`` adds
   ``(alpha/r) * (x A^T) B^T`` for the adapter of the request the current thread is computing (set by
-  :func:`request_scope` around each stage task), so requests for different adapters interleave freely.
+  :func:`request_scope` around each stage task), so requests for different adapters interleave freely; in a
+  decode batch (:func:`rows_scope`) each row gets its own request's adapter.
 * **Merged** (``mode="merged"``): the instance serves one adapter at a time, folded into the target weights
   (``W <- W_base + (alpha/r) B A``). Each device folds a unit lazily, in its own compute thread, the first
   time it runs the unit after a switch, so no weight changes under a running forward. Unmerging restores
@@ -48,6 +49,17 @@ def request_scope(request: Any) -> Iterator[None]:
         yield
     finally:
         _current.adapter = previous
+
+
+@contextlib.contextmanager
+def rows_scope(requests: list[Any]) -> Iterator[None]:
+    """Mark a decode batch: row ``i`` of this thread's forward passes uses ``requests[i].adapter``."""
+    previous = getattr(_current, "adapter", None), getattr(_current, "rows", None)
+    _current.adapter, _current.rows = None, [getattr(r, "adapter", None) for r in requests]
+    try:
+        yield
+    finally:
+        _current.adapter, _current.rows = previous
 
 
 class AdapterManager:
@@ -129,10 +141,11 @@ class AdapterManager:
         if not isinstance(module, LayerUnit):
             return
         if self.mode == "unmerged":
-            name = getattr(_current, "adapter", None)
+            rows = getattr(_current, "rows", None)
+            names = set(rows) if rows is not None else {getattr(_current, "adapter", None)}
             if id(module) not in self._hooked:
                 self._install_hooks(device.index, unit, module)
-            if name is not None:
+            for name in sorted(n for n in names if n is not None):
                 self._weights_of(device.index, name, unit)
             return
         key = (device.index, unit)
@@ -150,15 +163,38 @@ class AdapterManager:
 
     def _hook(self, gpu: int, unit: int, short: str) -> Callable[..., torch.Tensor | None]:
         def hook(_mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            if self.mode != "unmerged":
+                return None
+            rows = getattr(_current, "rows", None)
+            if rows is not None:
+                return self._rows_delta(gpu, unit, short, inputs[0], output, rows)
             name = getattr(_current, "adapter", None)
-            if name is None or self.mode != "unmerged":
-                return None
-            pair = self._weights_of(gpu, name, unit).get(short)
-            if pair is None:
-                return None
-            a, b = pair
-            return output + self.adapters[name].scale * nn.functional.linear(nn.functional.linear(inputs[0], a), b)
+            return None if name is None else self._delta(gpu, unit, short, name, inputs[0], output)
         return hook
+
+    def _delta(self, gpu: int, unit: int, short: str, name: str, x: torch.Tensor,
+               output: torch.Tensor) -> torch.Tensor | None:
+        """``output + (alpha/r) (x A^T) B^T`` of adapter ``name``; ``None`` if it does not target ``short``."""
+        pair = self._weights_of(gpu, name, unit).get(short)
+        if pair is None:
+            return None
+        a, b = pair
+        return output + self.adapters[name].scale * nn.functional.linear(nn.functional.linear(x, a), b)
+
+    def _rows_delta(self, gpu: int, unit: int, short: str, x: torch.Tensor, output: torch.Tensor,
+                    rows: list[str | None]) -> torch.Tensor | None:
+        """Each row of a decode batch plus its own adapter's delta (rows of the base model unchanged)."""
+        names = sorted({n for n in rows if n is not None})
+        if len(names) == 1 and all(n == names[0] for n in rows):
+            return self._delta(gpu, unit, short, names[0], x, output)
+        result = None
+        for name in names:
+            idx = torch.tensor([i for i, n in enumerate(rows) if n == name], device=x.device)
+            delta = self._delta(gpu, unit, short, name, x[idx], output[idx])
+            if delta is not None:
+                result = output.clone() if result is None else result
+                result[idx] = delta
+        return result
 
     # ---- merged mode ------------------------------------------------------------------------------
     def _fold(self, gpu: int, unit: int, module: LayerUnit, old: str | None, new: str | None) -> None:

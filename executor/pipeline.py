@@ -4,7 +4,8 @@ A request is routed when it arrives: to the least-busy full replica if one exist
 else through the current pipeline (``stage_gpus``). Each step (the prefill, then one step per output
 token) enters stage 0's device, flows stage by stage (:mod:`executor.worker`), and the last stage's
 logits give the greedy token; the next step starts at once, so several requests flow through the stages
-as independent micro-batches, each device keeping a KV cache per request.
+as independent micro-batches, each device keeping a KV cache per request. On a device that serves a
+request's whole route (a replica), decode steps queued together run as one batch (:mod:`executor.batching`).
 
 After a failure, :meth:`Runtime.reroute` moves every in-flight request whose route used the failed
 device to the new routing and re-prefills its prompt plus the tokens generated so far (rebuilding the
@@ -59,7 +60,7 @@ class Runtime:
     """Carries out a plan's serving side on ``devices`` (indexed like the plan's GPUs)."""
 
     def __init__(self, plan: Plan, config: PretrainedConfig, devices: dict[int, Device], tracer: Tracer,
-                 *, execute_while_load: bool = True, threads_per_device: int = 1) -> None:
+                 *, execute_while_load: bool = True, threads_per_device: int = 1, max_batch_size: int = 1) -> None:
         self.plan = plan
         self.partition: PartitionPlan = plan.partition
         self.config = config
@@ -77,6 +78,7 @@ class Runtime:
         self.unrecoverable: str | None = None
         self.on_token: Callable[[RequestState], None] = lambda req: None
         self.lora: Any = None  # executor.lora_runtime.AdapterManager when requests name adapters
+        self.max_batch_size = max_batch_size  # decode rows per forward pass on a replica (1: no batching)
         self.workers = {g: ComputeWorker(d, self, threads_per_device) for g, d in devices.items()}
 
     # ---- structure ------------------------------------------------------------------------------

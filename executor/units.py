@@ -5,7 +5,8 @@ the meta device (no memory) and materialised with ``load_state_dict(tensors, ass
 a device arena. :func:`unit_tensor_names` maps a unit's local parameter names to checkpoint tensor names,
 so a loader can read exactly the tensors of one unit.
 
-Forward contracts (batch 1, ``positions`` a ``(1, T)`` long tensor of absolute positions):
+Forward contracts (batch 1, ``positions`` a ``(1, T)`` long tensor of absolute positions; a decode batch
+of :mod:`executor.batching` passes ``B`` rows of one token each, ``(B, 1)``, with the same shapes per row):
 
 * embedding: token ids ``(1, T)`` -> hidden ``(1, T, H)``;
 * decoder layer: hidden ``(1, T, H)`` -> hidden, appending ``T`` keys/values to the request's cache;
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
+from executor.batching import RowsCache, rows_attention_config
 from executor.hf import family_of
 from executor.kvcache import RequestKVCache
 from pipeboost.spec import EMBED_UNIT
@@ -57,6 +59,7 @@ class LayerUnit(nn.Module):
         super().__init__()
         self.family = family_of(config)
         self.index = index
+        config = rows_attention_config(config)  # sdpa, per row inside a decode batch
         if self.family == "opt":
             from transformers.models.opt.modeling_opt import OPTDecoderLayer
             self.layer = OPTDecoderLayer(config, layer_idx=index)
@@ -65,12 +68,15 @@ class LayerUnit(nn.Module):
             self.layer = LlamaDecoderLayer(config, layer_idx=index)
         self.rotary = None
 
-    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, cache: RequestKVCache) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor,
+                cache: RequestKVCache | RowsCache) -> torch.Tensor:
+        """``hidden`` ``(B, T, H)``, ``positions`` ``(B, T)``; ``B > 1`` only with a :class:`RowsCache`."""
+        extra = {"row_cache": cache} if isinstance(cache, RowsCache) else {}
         if self.family == "opt":
-            return self.layer(hidden, attention_mask=None, cache=cache, position_ids=positions)
+            return self.layer(hidden, attention_mask=None, cache=cache, position_ids=positions, **extra)
         cos_sin = self.rotary(hidden, positions)
         return self.layer(hidden, attention_mask=None, position_ids=positions, cache=cache,
-                          position_embeddings=cos_sin)
+                          position_embeddings=cos_sin, **extra)
 
 
 class HeadUnit(nn.Module):

@@ -1,10 +1,14 @@
-"""The per-device compute worker: runs stage tasks of requests (micro-batches of one request each).
+"""The per-device compute worker: runs stage tasks of requests; batches replica decode steps.
 
 A :class:`StageTask` asks a device to run one stage of one step (prefill or one decode step) of one
 request. The worker waits for each unit to be resident (execute-while-load), runs it with the request's
 KV cache on this device, records a PREFILL/DECODE interval per unit, then either continues with the next
 stage inline (same device, e.g. a replica) or hands the hidden state to the next stage's device (HOP).
 The last stage hands the logits to the runtime, which picks the greedy token.
+
+At each step boundary the worker takes every queued task: prefills and pipeline stages run one request at
+a time, in order; decode steps of requests served wholly by this device run together in batches of up to
+``runtime.max_batch_size`` (:mod:`executor.batching`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from executor.batching import run_batch, split_batches
 from executor.devices import Device
-from executor.lora_runtime import request_scope
+from executor.lora_runtime import request_scope, rows_scope
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
 
@@ -52,7 +57,7 @@ class StageTask:
 
 
 class ComputeWorker(threading.Thread):
-    """Runs the stage tasks queued for one device, one at a time, in arrival order."""
+    """Runs the stage tasks queued for one device (see module docstring)."""
 
     def __init__(self, device: Device, runtime: "Runtime", threads: int = 1) -> None:
         super().__init__(name=f"compute-{device.index}", daemon=True)
@@ -73,18 +78,35 @@ class ComputeWorker(threading.Thread):
         stop = self.runtime.stop
         while not (stop.is_set() or self.device.failed.is_set()):
             try:
-                task = self.tasks.get(timeout=QUEUE_POLL_S)
+                first = self.tasks.get(timeout=QUEUE_POLL_S)
             except queue.Empty:
                 continue
-            if task.is_stale():
-                continue
             try:
+                self._run_boundary(first)
+            except (DeviceFailure, InterruptedError):
+                break
+
+    def _drain(self, first: StageTask) -> list[StageTask]:
+        """``first`` and every task queued now (a step boundary), stale ones dropped."""
+        tasks = [first]
+        while True:
+            try:
+                tasks.append(self.tasks.get_nowait())
+            except queue.Empty:
+                return [t for t in tasks if not t.is_stale()]
+
+    def _run_boundary(self, first: StageTask) -> None:
+        """Run the tasks queued at this step boundary: singles in order, then the decode batches."""
+        singles, batches = split_batches(self._drain(first), self.device.index, self.runtime.max_batch_size)
+        for task in singles + [b[0] for b in batches if len(b) == 1]:
+            if not task.is_stale():
                 with torch.inference_mode(), request_scope(task.request):
                     self._run(task)
-            except DeviceFailure:
-                break
-            except InterruptedError:
-                break
+        for batch in batches:
+            live = [t for t in batch if not t.is_stale()]
+            if len(batch) > 1 and live:
+                with torch.inference_mode(), rows_scope([t.request for t in live]):
+                    run_batch(self.runtime, self.device, live)
 
     def _run(self, task: StageTask) -> None:
         """Run ``task``'s stage and any following stages routed to this device, then hand off."""

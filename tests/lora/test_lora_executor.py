@@ -55,3 +55,18 @@ def test_merged_epoch_switch_keeps_inflight_requests_on_their_weights(lora_dirs)
     merges = [r for r in result.trace if r.kind is TraceKind.LOAD and r.attrs.get("op") == "merge"]
     switch_to_a1 = min(r.t_start_s for r in merges if r.attrs["adapter"] == "a1")
     assert switch_to_a1 >= finish[0]
+
+
+def test_unmerged_decode_batch_mixes_adapters_per_row(lora_dirs):
+    """On one replica, concurrent requests for a0, a1 and the base model decode in one batch, each row
+    with its own adapter, and every request still gets its reference tokens."""
+    from pipeboost.plan import LoadPlan, PartitionPlan, Plan
+    plan = Plan("pipeboost", PartitionPlan(4, (0, 4)), (0,), LoadPlan((0,), ((0,),)))
+    reqs = [AReq(i, 0.05, 4 + 2 * i, 6, ("a0", "a1", None)[i % 3]) for i in range(6)]
+    result = run_executor(plan, lora_dirs["model"], reqs, devices="cpu:1", seed=3, timeout_s=120,
+                          adapters={"a0": lora_dirs["a0"], "a1": lora_dirs["a1"]}, adapter_mode="unmerged")
+    _check(lora_dirs, result, reqs)
+    adapter_of = {r.id: r.adapter for r in reqs}
+    mixed = [r for r in result.trace if r.kind is TraceKind.DECODE and r.attrs.get("batch", 1) > 1
+             and len({adapter_of[i] for i in r.attrs["requests"]}) == 3]
+    assert mixed, "no decode batch mixed the three adapters"
