@@ -1,8 +1,9 @@
 """The ``pipeboost search`` subcommand: register it with :func:`add_search_parser`.
 
 ``pipeboost search SCENARIO --space SPACE.yaml --trials N --jobs J [--storage sqlite:///x.db --study-name NAME]
-[--out DIR] [--sampler auto|grid|tpe|nsga2|random] [--seed S] [--ray ADDRESS]`` writes ``DIR/trials.csv``
-(one row per trial) and ``DIR/pareto.csv`` (the front), and prints the front as a table.
+[--out DIR] [--sampler auto|grid|tpe|nsga2|random] [--seed S] [--ray ADDRESS] [--validate K [--params P]]``
+writes ``DIR/trials.csv`` (one row per trial) and ``DIR/pareto.csv`` (the front), and prints the front as a
+table; ``--validate K`` re-runs the best K trials on the executor (``DIR/validation.csv``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--out", help="output folder (default runs/NAME-search)")
     p.add_argument("--ray", metavar="ADDRESS", help="run trials as Ray tasks on this cluster (needs ray)")
+    p.add_argument("--validate", type=int, default=0, metavar="K",
+                   help="re-run the best K feasible trials on the executor and report predicted vs measured")
+    p.add_argument("--params", help="cost-parameter file for --validate (default: the scenario's params)")
     p.set_defaults(func=cmd_search)
     return p
 
@@ -61,7 +65,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_front(result.rows, space))
     print(f"\n{len(result.rows)} trials ({result.sampler}), {sum(r['feasible'] for r in result.rows)} feasible; "
           f"wrote {out_dir}/trials.csv, pareto.csv")
+    if args.validate > 0:
+        _validate(scenario, result.rows, space, args, out_dir)
     return 0
+
+
+def _validate(scenario: Any, rows: list[dict[str, Any]], space: Any, args: argparse.Namespace, out_dir: Path) -> None:
+    """``--validate K``: predicted vs measured for the best K trials, printed and written to validation.csv."""
+    from pipeboost.scenario import load_params_file
+    from pipeboost.search.tidy import write_rows_csv
+    from pipeboost.search.validate_best import validate_best
+
+    params = load_params_file(args.params) if args.params else None
+    checked = validate_best(scenario, rows, space, args.validate, out_dir, params)
+    write_rows_csv(checked, out_dir / "validation.csv")
+    table = [[r["trial"], r["metric"], r["predicted"], r["measured"],
+              "-" if r["rel_error"] is None else f"{100 * r['rel_error']:.1f}%"] for r in checked]
+    print(f"\nbest {args.validate} trial(s) on the executor ({scenario.executor.devices}): predicted vs measured")
+    print(format_table(["trial", "metric", "simulator", "executor", "error"], table))
+    print(f"wrote {out_dir}/validation.csv and one validate-trial-N folder per trial")
 
 
 def format_front(rows: list[dict[str, Any]], space: Any) -> str:
