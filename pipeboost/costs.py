@@ -15,6 +15,11 @@ Default parameters and where they come from:
 * ``hop_*``: device-to-device activation copy through PCIe P2P or host (20 us + 20 GB/s);
 * ``startup_s = 0.05``: a pre-started worker process whose CUDA context exists (ServerlessLLM-style);
   set it to ~1-2 s to model a cold process start.
+* ``replan_overhead_s = 0``: time from detecting a failure to the recovery plan taking effect (REPLAN).
+* ``host_cores = None``: GPUs compute and copy without host CPU. A number (cores) makes compute and copies
+  of all GPUs of a node share that many host cores, processor-sharing style (CPU virtual devices, see
+  :mod:`sim.hostcpu`): a unit's compute is a job of its duration x 1 core, capped at 1 core; a copy
+  occupies ``copy_cpu_s_per_byte`` x its byte rate cores (CPU-seconds per byte copied).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ class CostParams:
     allreduce_latency_s: float = 10e-6
     startup_s: float = 0.05
     failure_detection_s: float = 0.025
+    replan_overhead_s: float = 0.0
+    host_cores: float | None = None
+    copy_cpu_s_per_byte: float = 0.0
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False)
 

@@ -235,7 +235,7 @@ def parse_params(node: Node) -> CostParams:
 def _param_check(name: str):
     if name in ("link_efficiency", "compute_efficiency", "memory_efficiency"):
         return in_range(1e-6, 1.0)
-    if name.endswith("bytes_per_s"):
+    if name.endswith("bytes_per_s") or name == "host_cores":
         return positive
     return lambda v: None if v >= 0 else "must not be negative"
 

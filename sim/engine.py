@@ -31,6 +31,7 @@ from pipeboost.scenario_model import Scenario
 from pipeboost.trace import TraceKind, TraceRecord, sorted_records
 from pipeboost.workload import generate_requests
 from sim.faults import FaultBook
+from sim.hostcpu import HostCPU, cpu_capacities, host_cpu
 from sim.instance import Instance
 from sim.lora import AdapterBook
 from sim.memory import KVBook
@@ -96,6 +97,8 @@ class Simulation:
         self.pool = RequestPool(self.env, self.tracer, self._check_done)
         topo = scenario.topology
         self.gpus = [GPUState(self.env, g, scenario.memory_budget_bytes) for g in range(topo.num_gpus)]
+        self.host_cpus: list[HostCPU] | None = None
+        """Per GPU, its share of the node's host cores (``CostParams.host_cores``; None: not modelled)."""
         self._routes = self._build_networks()
         self.costs = StepCosts(scenario.params, topo.gpu, scenario.model)
         self.tp_costs = StepCosts(scenario.params, topo.gpu, scenario.model, tp=len(self.plan.gpus))
@@ -117,19 +120,34 @@ class Simulation:
         source = self.scenario.serving.source
         bandwidth = lambda name, bw: link_bandwidth_bytes_per_s(params, name, bw)  # noqa: E731
         routes = []
+        cpus = []
         for node in range(topo.nodes):
-            paths = [path_links(topo.path(g, source), bandwidth)
-                     for g in range(node * topo.gpus_per_node, (node + 1) * topo.gpus_per_node)]
+            gpus = range(node * topo.gpus_per_node, (node + 1) * topo.gpus_per_node)
+            paths = [path_links(topo.path(g, source), bandwidth) for g in gpus]
             caps: dict[str, float] = {}
             for _, c, _ in paths:
                 caps.update(c)
+            if params.host_cores is not None:
+                caps.update(cpu_capacities(params, node, gpus))
             net = FluidNetwork(self.env, caps)
             routes.extend((net, names, params.transfer_latency_s + lat) for names, _, lat in paths)
+            cpus.extend(host_cpu(params, net, node, g) for g in gpus)
+        if params.host_cores is not None:
+            self.host_cpus = cpus
         return routes
 
     def route(self, g: int) -> tuple[FluidNetwork, tuple[str, ...], float]:
         """(network, link names, latency in s) of a weight copy to GPU ``g``."""
         return self._routes[g]
+
+    def start_copy(self, g: int, nbytes: float) -> tuple[FluidNetwork, simpy.Event]:
+        """Start a weight copy of ``nbytes`` to GPU ``g``; returns its network and completion event.
+        With host cores modelled the copy also uses host CPU (:mod:`sim.hostcpu`)."""
+        net, links, latency_s = self._routes[g]
+        if self.host_cpus is None:
+            return net, net.transfer(links, nbytes, latency_s)
+        links, extra = self.host_cpus[g].copy_links(links)
+        return net, net.transfer(links, nbytes, latency_s, **extra)
 
     # ---- processes on GPUs ------------------------------------------------------------------
     def spawn_on(self, gen: Generator, gpus: tuple[int, ...]) -> simpy.Process:

@@ -57,9 +57,8 @@ def run_loader(inst: "Instance", g: int) -> Generator[simpy.Event, object, None]
 def _copy(ctx, inst: "Instance", g: int, unit: int, nbytes: int) -> Generator[simpy.Event, object, None]:
     env = ctx.env
     gpu = ctx.gpus[g]
-    net, links, latency_s = ctx.route(g)
     t0 = env.now
-    done = net.transfer(links, nbytes, latency_s)
+    net, done = ctx.start_copy(g, nbytes)
     gpu.transfer = (net, done, unit, nbytes)
     yield done
     gpu.transfer = None

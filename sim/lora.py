@@ -113,9 +113,8 @@ class AdapterBook:
         nbytes = self.part_bytes(inst, g, name, part)
         if nbytes == 0:
             return
-        net, links, latency_s = ctx.route(g)
         t0 = inst.env.now
-        done = net.transfer(links, nbytes, latency_s)
+        net, done = ctx.start_copy(g, nbytes)
         try:
             yield done
         except simpy.Interrupt:

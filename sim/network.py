@@ -9,6 +9,12 @@ are recomputed and the next completion is rescheduled (one pending timer; stale 
 
 A transfer first pays its latency (per-copy launch plus path latencies) and only then joins the flow set.
 
+A flow may carry ``weights`` (resource used on each of its links per unit of its own work, default 1) and a
+fairness ``scale`` (default 1): progressive filling then equalises ``rate / scale`` and a flow at rate ``r``
+uses ``r x weight`` of a link. :mod:`sim.hostcpu` uses this to put compute jobs (core-nanoseconds) and
+copies (bytes, which also use CPU) on one host-CPU link, fair in cores. Without weighted flows the
+unweighted algorithm runs unchanged.
+
 Contract: for given start times, sizes and capacities the completion times are deterministic (flows are
 kept in start order and ties are broken by flow id), and a flow completes when its remaining bytes drop to
 ``EPS_BYTES`` or below.
@@ -40,6 +46,8 @@ class Flow:
     rate_bytes_per_s: float = 0.0
     start_s: float = 0.0
     cancelled: bool = False
+    weights: tuple[float, ...] | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.remaining_bytes = float(self.nbytes)
@@ -71,6 +79,41 @@ def max_min_rates(flows: Iterable[Flow], capacity_bytes_per_s: Mapping[str, floa
     return rates
 
 
+def weighted_max_min_rates(flows: Iterable[Flow], capacity: Mapping[str, float]) -> dict[int, float]:
+    """Weighted progressive filling: max-min fair in ``rate / scale``; a flow at rate ``r`` uses
+    ``r * weight`` of each link it crosses (see module docstring). Rates are in each flow's work units/s.
+
+    Deterministic like :func:`max_min_rates`. With unit weights and scales it gives the same rates.
+    """
+    flows = sorted(flows, key=lambda f: f.fid)
+    remaining: dict[str, float] = {}
+    demand: dict[str, float] = {}
+    active: dict[str, int] = {}
+    users: dict[str, list[tuple[Flow, float]]] = {}
+    for f in flows:
+        weights = f.weights or (1.0,) * len(f.links)
+        for link, w in zip(f.links, weights):
+            use = w * f.scale
+            remaining.setdefault(link, float(capacity[link]))
+            demand[link] = demand.get(link, 0.0) + use
+            active[link] = active.get(link, 0) + 1
+            users.setdefault(link, []).append((f, use))
+    levels: dict[int, float] = {}
+    while len(levels) < len(flows):
+        level, bottleneck = min((remaining[link] / demand[link], link)
+                                for link in sorted(active) if active[link] and demand[link] > 0.0)
+        for f, _ in users[bottleneck]:
+            if f.fid in levels:
+                continue
+            levels[f.fid] = level
+            for link, w in zip(f.links, f.weights or (1.0,) * len(f.links)):
+                use = w * f.scale
+                remaining[link] = max(remaining[link] - level * use, 0.0)
+                demand[link] -= use
+                active[link] -= 1
+    return {f.fid: levels[f.fid] * f.scale for f in flows}
+
+
 class FluidNetwork:
     """Named links with capacities (bytes/s) shared max-min fairly by the flows crossing them."""
 
@@ -83,21 +126,26 @@ class FluidNetwork:
         self._last_update_s = 0.0
         self._timer_generation = 0
         self.rate_updates = 0
+        self._weighted = 0
 
     @property
     def active_flows(self) -> int:
         return len(self._flows)
 
-    def transfer(self, links: tuple[str, ...], nbytes: float, latency_s: float = 0.0) -> simpy.Event:
+    def transfer(self, links: tuple[str, ...], nbytes: float, latency_s: float = 0.0,
+                 weights: tuple[float, ...] | None = None, scale: float = 1.0) -> simpy.Event:
         """Start moving ``nbytes`` over ``links`` after ``latency_s``; the returned event fires at completion.
 
-        The event's value is the completion time in seconds.
+        ``nbytes`` is the flow's work in its own units (bytes for copies); ``weights`` / ``scale`` as in
+        :func:`weighted_max_min_rates`. The event's value is the completion time in seconds.
         """
         for link in links:
             if link not in self.capacity_bytes_per_s:
                 raise KeyError(f"unknown link {link!r}")
         done = self.env.event()
-        flow = Flow(self._next_fid, tuple(links), nbytes, done)
+        flow = Flow(self._next_fid, tuple(links), nbytes, done, weights=weights, scale=scale)
+        if weights is not None or scale != 1.0:
+            self._weighted += 1
         self._next_fid += 1
         self._pending[done] = flow
         if latency_s > 0.0:
@@ -148,7 +196,8 @@ class FluidNetwork:
         if not self._flows:
             return
         self.rate_updates += 1
-        rates = max_min_rates(self._flows.values(), self.capacity_bytes_per_s)
+        rate_fn = weighted_max_min_rates if self._weighted else max_min_rates
+        rates = rate_fn(self._flows.values(), self.capacity_bytes_per_s)
         delay = float("inf")
         for flow in self._flows.values():
             flow.rate_bytes_per_s = rates[flow.fid]

@@ -22,6 +22,7 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
+from sim.hostcpu import compute
 from sim.pool import RELEASE
 from sim.state import ReqState
 
@@ -178,7 +179,13 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
                 inst.ctx.start_decode(g)
             durations = [unit_cost(u) for u in units[i:j]]
             t0 = env.now
-            yield env.timeout(sum(durations))
+            cpus = inst.ctx.host_cpus
+            if cpus is None:
+                yield env.timeout(sum(durations))
+            else:  # host cores shared: the job may stretch; records stretch in proportion
+                yield from compute((cpus[g],), sum(durations))
+                stretch = (env.now - t0) / sum(durations) if sum(durations) > 0 else 1.0
+                durations = [d * stretch for d in durations]
             _record(inst, g, s, kind, units[i:j], durations, t0, reqs)
         i = j
 

@@ -20,6 +20,7 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
+from sim.hostcpu import compute
 from sim.pool import RELEASE
 from sim.state import ReqState
 from sim.stepcost import StepCosts
@@ -89,6 +90,15 @@ def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[R
             tracer.interval(kind, t0, now, gpu=g, request=request, attrs=attrs)
 
 
+def _busy(inst: "Instance", gpus: tuple[int, ...], duration: float) -> Generator[simpy.Event, object, None]:
+    """The GPUs compute one iteration of ``duration`` seconds (longer when host cores are shared)."""
+    cpus = inst.ctx.host_cpus
+    if cpus is None:
+        yield inst.env.timeout(duration)
+    else:
+        yield from compute([cpus[g] for g in gpus], duration)
+
+
 def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Generator[simpy.Event, object, None]:
     """Continuous-batching loop of one replica (``gpus`` has one GPU, or all GPUs of a TP group)."""
     ctx = inst.ctx
@@ -141,10 +151,10 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 with lead.compute.request() as req:
                     yield req
                     t0 = env.now
-                    yield env.timeout(duration)
+                    yield from _busy(inst, gpus, duration)
             else:
                 t0 = env.now
-                yield env.timeout(duration)
+                yield from _busy(inst, gpus, duration)
             _record_step(inst, gpus, t0, new, old)
             running, context, freed = _emit(inst, running, gpus[0])
             if freed:
