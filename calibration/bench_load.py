@@ -31,10 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UnitLoadRun:
-    """LOAD records of one concurrent cold load: ``(gpu, unit, nbytes, seconds)`` and the start-up delay."""
+    """LOAD records of one concurrent cold load: ``(gpu, unit, nbytes, seconds)`` and the start-up delay;
+    ``cpu_s`` / ``wall_s``: process CPU seconds and wall seconds from time zero to the last unit landing."""
 
     loads: tuple[tuple[int, int, int, float], ...]
     startup_s: float
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
 
 
 def _unit_bytes(reader: CheckpointReader, units: list[int]) -> int:
@@ -58,6 +61,7 @@ def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_
     tracer, stop = Tracer(), threading.Event()
     loaders = [Loader(dev, reader, reader.config, tuple(units), tracer, stop, link_bytes_per_s) for dev in devs]
     tracer.t0 = time.perf_counter()  # the engine builds loaders (and their meta modules) before time zero
+    cpu0 = time.process_time()
     for loader in loaders:
         loader.start()
     deadline = time.perf_counter() + timeout_s
@@ -66,13 +70,14 @@ def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_
             for unit in units:
                 if not dev.ready_event(unit).wait(max(0.0, deadline - time.perf_counter())):
                     raise TimeoutError(f"unit {unit} did not load on device {dev.index} in {timeout_s} s")
+        cpu_s, wall_s = time.process_time() - cpu0, tracer.now_s()
     finally:
         stop.set()
         for loader in loaders:
             loader.join(timeout=5)
     loads = [r for r in tracer.records() if r.kind is TraceKind.LOAD]
     records = tuple((int(r.gpu), int(r.layer), int(r.nbytes or 0), r.duration_s) for r in loads)
-    return UnitLoadRun(records, min(r.t_start_s for r in loads))
+    return UnitLoadRun(records, min(r.t_start_s for r in loads), cpu_s, wall_s)
 
 
 def unit_latency_s(run: UnitLoadRun, bandwidth_bytes_per_s: dict[str, float]) -> tuple[float, list[float]]:

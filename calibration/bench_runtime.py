@@ -26,10 +26,15 @@ from pipeboost.workload import Request
 log = logging.getLogger(__name__)
 
 
+def cluster_doc(n_devices: int, link_gbps: float = 2.0) -> dict:
+    """Scenario ``cluster`` section of ``n_devices`` CPU virtual devices with ``link_gbps`` GB/s links."""
+    return {"preset": "4xcpu-virtual",
+            "links": [{"gpu": i, "bandwidth_gbps": link_gbps, "latency_us": 0} for i in range(n_devices)]}
+
+
 def _plan(preset: str, dtype: str, n_devices: int):
     doc = {"name": "calibrate-runtime", "model": {"preset": preset, "dtype": dtype},
-           "cluster": {"preset": "4xcpu-virtual",
-                       "links": [{"gpu": i, "bandwidth_gbps": 2.0, "latency_us": 0} for i in range(n_devices)]},
+           "cluster": cluster_doc(n_devices),
            "serving": {"cold_start_gpus": n_devices},
            "policies": {"mode": "pipeline_only", "loading_order": "own_stage_only"}}
     return build_plan(scenario_from_dict(doc))

@@ -8,11 +8,15 @@
 3. copy time vs size (4 KiB upwards) per device alone, then all devices at once;
 4. per-unit compute: prefill vs tokens for embedding, decoder layer and head; decode vs batch and context
    (one device alone, fitted), and a few points with every device computing at once (the slowdown is
-   reported in the provenance: the cost model has no term for cores shared between virtual devices);
+   reported in the provenance; shared cores are modelled by ``host_cores``, step 7);
 5. activation hops between devices vs bytes;
 6. the executor runtime's per-step overhead outside the units (one synthetic request through a pipeline,
    :mod:`calibration.bench_runtime`), added to ``unit_overhead_s`` (the fitted launch part and the runtime
    part are both in the provenance);
+7. on CPU virtual devices, the host cores they share and the loaders' CPU per byte
+   (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``);
+8. failure handling: an injected fault's detection delay and replan overhead
+   (:mod:`calibration.bench_failure`: ``failure_detection_s``, ``replan_overhead_s``);
 
 then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
 (machine, devices, date, package versions, executor git revision, residuals, raw figures). The suite
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration import bench_compute, bench_load, bench_runtime, bench_transfer
+from calibration import bench_compute, bench_failure, bench_host, bench_load, bench_runtime, bench_transfer
 from calibration.budget import Budget, Deadline
 from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
 from calibration.progress import Progress
@@ -153,6 +157,10 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
     while not deadline.passed() and len(runs) < 5:
         runs.append(bench_load.measure_unit_loads(model_dir, devices, link))
     bar.tick()
+    if devices[0].type == "cpu":  # loaders' CPU per byte (shared host cores, see calibration.bench_host)
+        per_byte = [bench_host.loader_cpu_s_per_byte(r) for r in runs]
+        extras["loader_cpu_s_wall_s_bytes"] = [[r.cpu_s, r.wall_s, sum(x[2] for x in r.loads)] for r in runs]
+        extras["copy_cpu_s_per_byte"] = float(np.median(per_byte))
     loads = tuple(x for r in runs for x in r.loads)
     startup = float(np.median([r.startup_s for r in runs]))
     extras["startup_s_runs"] = [r.startup_s for r in runs]
@@ -179,7 +187,8 @@ def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torc
 
 
 def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str, Any], dtype: str,
-                   bar: Progress, threads: int = 1) -> tuple[list, list, float | None]:
+                   bar: Progress, extras: dict[str, Any], threads: int = 1) -> tuple[list, list, float | None]:
+    """Compute and hop samples, the concurrent slowdown and (CPU devices) effective host cores into ``extras``."""
     bar.stage("compute")
     deadline = budget.phase(SHARES["compute"])
     hf = hf_config(config)
@@ -197,6 +206,11 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
             ratios = [s.seconds / alone[k] for s in together
                       if (k := (s.unit, s.tokens, s.batch, s.context)) in alone and s.unit == 0]
             slowdown = float(np.median(ratios)) if ratios else None
+        if devices[0].type == "cpu":
+            cores = bench_host.effective_cores(benches)
+            extras["effective_cores_threads_alone_together"] = [cores.effective_cores, cores.threads,
+                                                                cores.alone_s, cores.together_s]
+            extras["host_cores"] = bench_host.host_cores_param(cores)
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])
         dst = devices[1] if len(devices) > 1 else devices[0]
@@ -277,6 +291,13 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
     prov["fitted_unit_overhead_s"] = params.unit_overhead_s
     if runtime_s:  # the runtime's per-step cost outside the units, spread over the units of a step
         params = params.with_(unit_overhead_s=params.unit_overhead_s + runtime_s)
+    extras = m.extras or {}
+    if extras.get("host_cores") is not None:  # CPU virtual devices share the host's cores
+        params = params.with_(host_cores=float(extras["host_cores"]),
+                              copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)))
+    if extras.get("failure_detection_s") is not None:
+        params = params.with_(failure_detection_s=float(extras["failure_detection_s"]),
+                              replan_overhead_s=float(extras.get("replan_overhead_s", 0.0)))
     prov["gpu_spec"] = {"name": gpu.name, "peak_flops": gpu.peak_flops,
                         "memory_bandwidth_bytes_per_s": gpu.memory_bandwidth_bytes_per_s}
     prov["bound"] = _bound_check(params, m, gpu, model)
@@ -302,12 +323,15 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
-        computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar)
+        computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras)
         bar.stage("runtime step overhead")
         budget.phase(SHARES["runtime"])
         n_stages = min(len(devices), int(config.get("num_hidden_layers", 1)))
         runtime_s = bench_runtime.runtime_overhead_per_unit_s(model_dir, req.preset, dtype,
                                                               executor_device_spec(req.devices), n_stages)
+        bar.stage("failure handling")
+        extras.update(bench_failure.measure_failure(model_dir, req.preset, dtype, executor_device_spec(req.devices),
+                                                    n_stages, link_gbps=req.link_gbps or 2.0))
         bar.tick()
     finally:
         bar.close()

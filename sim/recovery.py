@@ -1,7 +1,7 @@
 """What an instance does after one of its GPUs fails.
 
 Timeline: FAILURE at ``t`` (the GPU's memory is lost and its processes are interrupted at once; the
-pipeline pauses) -> DETECT at ``t + failure_detection_s`` -> REPLAN, then:
+pipeline pauses) -> DETECT at ``t + failure_detection_s`` -> REPLAN ``replan_overhead_s`` later, then:
 
 * pipeline still serving (no full replica yet) and the failed GPU served a stage: the scenario's recovery
   policy maps the lost stages onto survivors (``reroute_to_holder`` prefers a GPU that already holds
@@ -47,6 +47,8 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
     env = ctx.env
     yield env.timeout(ctx.scenario.params.failure_detection_s)
     ctx.tracer.instant(TraceKind.DETECT, env.now, attrs={"failed_gpu": g, "instance": inst.iid})
+    if ctx.scenario.params.replan_overhead_s > 0.0:  # deciding the recovery plan takes time
+        yield env.timeout(ctx.scenario.params.replan_overhead_s)
     alive = tuple(h for h in inst.gpus if ctx.gpus[h].alive)
     waits: list[simpy.Event] = []
     try:

@@ -39,6 +39,16 @@ def test_params_file_loads_with_provenance(params_path):
     assert prov["wall_s"] < 30
 
 
+def test_shared_host_cores_and_failure_handling_are_measured(params_path):
+    params = load_params_file(params_path)
+    prov = params.provenance
+    assert 1.0 <= params.host_cores <= 2.0  # two virtual devices: between one and two cores' worth
+    assert params.copy_cpu_s_per_byte > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
+    assert len(prov["effective_cores_threads_alone_together"]) == 4
+    assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0
+    assert prov["resume_s"] > 0
+
+
 def test_scenario_references_params_file(params_path, tmp_path):
     doc = {"name": "x", "model": {"preset": "opt-tiny", "dtype": "float32"}, "cluster": {"preset": "2xcpu-virtual"},
            "serving": {"cold_start_gpus": 2}, "params": {"file": str(params_path)}}

@@ -1,0 +1,100 @@
+"""Host CPU shared by virtual devices: effective cores and the CPU cost of weight loading.
+
+On CPU virtual devices every device's compute thread and loader thread run on the machine's cores (and
+contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cores`` and
+``copy_cpu_s_per_byte``. This module measures both:
+
+* :func:`effective_cores`: ``n`` threads (one torch thread each, as compute workers run) each do the same
+  fixed amount of decoder-layer work; effective cores = ``n x (time of one thread alone) / (wall time of n
+  at once)``, i.e. throughput of n concurrent threads relative to one. Clamped to ``[1, n]`` for the
+  params (a job alone runs at its alone speed by construction); the raw figure goes to the provenance.
+* :func:`loader_cpu_s_per_byte`: process CPU seconds spent while the executor's loaders cold-load the
+  model (from time zero, after arenas and meta modules exist, to the last unit landing) divided by bytes
+  loaded: the CPU a loader uses per byte (read from the page cache, copy, materialise, pacing).
+
+On CUDA devices neither applies (copy engines and SMs are not host cores): the caller skips them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from calibration.bench_compute import UnitBench
+from calibration.bench_load import UnitLoadRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoresSample:
+    """``threads`` concurrent compute threads: ``alone_s`` for one thread's work alone, ``together_s``
+    wall time for all of them (each doing the same work)."""
+
+    threads: int
+    alone_s: float
+    together_s: float
+
+    @property
+    def effective_cores(self) -> float:
+        """Throughput of ``threads`` concurrent threads relative to one alone (cores' worth)."""
+        return self.threads * self.alone_s / self.together_s
+
+
+def _layer_work(bench: UnitBench, tokens: int, calls: int) -> Callable[[], None]:
+    """``calls`` prefill forwards of decoder layer 0 on a ``tokens``-token prompt."""
+    def work() -> None:
+        with torch.inference_mode():
+            for _ in range(calls):
+                bench.prefill(0, tokens, 1)
+    return work
+
+
+def _timed_threads(works: list[Callable[[], None]], threads: int = 1) -> float:
+    """Wall seconds to run every work function on its own thread (``threads`` torch threads each)."""
+    def run(fn: Callable[[], None]) -> None:
+        torch.set_num_threads(threads)
+        fn()
+    workers = [threading.Thread(target=run, args=(fn,)) for fn in works]
+    t0 = time.perf_counter()
+    for th in workers:
+        th.start()
+    for th in workers:
+        th.join()
+    return time.perf_counter() - t0
+
+
+def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 20, repeats: int = 3) -> CoresSample:
+    """Measure :class:`CoresSample` with one thread per bench (device); medians of ``repeats``."""
+    works = [_layer_work(b, tokens, calls) for b in benches]
+    _timed_threads(works[:1])  # warm-up
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(_timed_threads(works[:1]))
+        together.append(_timed_threads(works))
+    alone.sort()
+    together.sort()
+    sample = CoresSample(len(benches), alone[len(alone) // 2], together[len(together) // 2])
+    log.info("effective cores: %d threads, %.3f s alone, %.3f s together -> %.2f", sample.threads,
+             sample.alone_s, sample.together_s, sample.effective_cores)
+    return sample
+
+
+def host_cores_param(sample: CoresSample) -> float:
+    """``CostParams.host_cores`` from a measurement: effective cores clamped to ``[1, threads]``."""
+    return min(max(sample.effective_cores, 1.0), float(sample.threads))
+
+
+def loader_cpu_s_per_byte(run: UnitLoadRun) -> float:
+    """Process CPU seconds per byte while the loaders of :func:`measure_unit_loads` ran (time zero to the
+    last unit landing; paced at the emulated link cap, so they sleep part of the time)."""
+    nbytes = sum(n for _, _, n, _ in run.loads)
+    value = run.cpu_s / nbytes if nbytes else 0.0
+    log.info("loader CPU: %.3f s CPU over %.3f s wall for %d bytes -> %.3g s/byte", run.cpu_s, run.wall_s,
+             nbytes, value)
+    return value
