@@ -9,8 +9,8 @@
   same way and stay relative to that instant;
 * ``executor.time_scale = 1`` and ``max_requests = None`` (already applied), so the executor replays the
   CSV unchanged;
-* ``serving.max_batch_size = 1``: the executor runs one request per micro-batch and a replica serves its
-  requests one at a time, so the simulator must not batch across requests either;
+* ``serving.max_batch_size`` as the scenario says (both engines read it: the executor batches replica
+  decode steps across requests, :mod:`executor.batching`); ``max_batch_size=`` overrides it;
 * ``keep_alive_s`` large (the executor never releases an instance), and the given ``params``.
 
 :func:`compare_traces` lines the traces up by key (GPU, request, recovery index) and returns rows of
@@ -53,8 +53,11 @@ def _abs_model_dir(scenario: Scenario) -> str | None:
     return path
 
 
-def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path, max_batch_size: int = 1) -> Scenario:
+def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path,
+                        max_batch_size: int | None = None) -> Scenario:
     """The scenario both engines run (see the module docstring); writes ``work_dir/workload.csv``."""
+    if max_batch_size is None:
+        max_batch_size = scenario.serving.max_batch_size
     work_dir.mkdir(parents=True, exist_ok=True)
     rows = executor_workload_rows(scenario)
     with open(work_dir / "workload.csv", "w", newline="", encoding="utf-8") as fh:

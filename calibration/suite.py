@@ -7,7 +7,8 @@ the suite reports Spearman's rho between simulated and measured mean TTFT and wh
 simulator picks is within 5% of the best measured one. ``--quick`` runs the names listed in the folder's
 ``QUICK`` file (a small CI subset). Calibration never reads this folder (it uses microbenchmarks only).
 
-``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]``
+``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]
+[--reuse-executor DIR]`` (``--reuse-executor``: re-simulate only, against an earlier run's executor traces)
 """
 
 from __future__ import annotations
@@ -60,14 +61,18 @@ def _mean_ttft(trace_path: Path) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def run_suite(files: list[Path], params: CostParams, out_dir: Path) -> list[SuiteEntry]:
-    """Validate every file; checkpoints are cached once under ``out_dir/checkpoints``."""
+def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None) -> list[SuiteEntry]:
+    """Validate every file; checkpoints are cached once under ``out_dir/checkpoints``. ``reuse``: an earlier
+    suite output folder whose executor traces are compared instead of running the executor again."""
     entries = []
     for path in files:
         scenario = load_scenario(path)
         log.info("validating %s", scenario.name)
+        trace = Path(reuse) / scenario.name / "executor" / "trace.jsonl" if reuse else None
+        if trace is not None and not trace.exists():
+            raise PipeBoostError(f"--reuse-executor: {trace} does not exist")
         result = validate_scenario(scenario, params, out_dir / scenario.name, plot=False,
-                                   checkpoints=out_dir / "cache")
+                                   checkpoints=out_dir / "cache", executor_trace=trace)
         entries.append(SuiteEntry(result, scenario.name.split("--")[0],
                                   _mean_ttft(result.out_dir / "sim" / "trace.jsonl"),
                                   _mean_ttft(result.out_dir / "executor" / "trace.jsonl")))
@@ -152,11 +157,12 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     return "\n".join(lines)
 
 
-def run_suite_command(folder: Path, params: CostParams, threshold: float, out: str | None, quick: bool) -> int:
+def run_suite_command(folder: Path, params: CostParams, threshold: float, out: str | None, quick: bool,
+                      reuse: str | None = None) -> int:
     """Run, print, write ``suite.csv``; 1 when the median error over all rows exceeds ``threshold``."""
     out_dir = Path(out or "runs/validation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = run_suite(suite_files(folder, quick), params, out_dir)
+    entries = run_suite(suite_files(folder, quick), params, out_dir, Path(reuse) if reuse else None)
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
     with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
@@ -177,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--threshold", type=float, default=0.10)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reuse-executor", default=None, metavar="DIR",
+                        help="compare with the executor traces of an earlier suite output DIR (no executor run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_suite_command(Path(args.dir), load_params_file(args.params), args.threshold, args.out,
-                                 args.quick)
+                                 args.quick, args.reuse_executor)
     except PipeBoostError as exc:
         print(f"pipeboost: error: {exc}", file=sys.stderr)
         return 2

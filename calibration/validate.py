@@ -23,7 +23,7 @@ from pipeboost.errors import PipeBoostError
 from pipeboost.metrics import percentile
 from pipeboost.scenario import load_params_file, load_scenario
 from pipeboost.scenario_model import Scenario
-from pipeboost.trace import TraceRecord, write_jsonl
+from pipeboost.trace import TraceRecord, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +88,32 @@ def plot_side_by_side(sim: list[TraceRecord], exe: list[TraceRecord], path: Path
     return path
 
 
-def run_engines(scenario: Scenario, out_dir: Path, checkpoints: Path | None = None
-                ) -> tuple[list[TraceRecord], list[TraceRecord]]:
-    """Simulator and executor traces of ``scenario`` (executor checkpoints cached under ``checkpoints``)."""
-    from executor.replay import replay_scenario
+def run_engines(scenario: Scenario, out_dir: Path, checkpoints: Path | None = None,
+                executor_trace: Path | None = None) -> tuple[list[TraceRecord], list[TraceRecord]]:
+    """Simulator and executor traces of ``scenario`` (executor checkpoints cached under ``checkpoints``).
+
+    ``executor_trace``: an executor trace of the same common scenario from an earlier run, read instead of
+    replaying (the executor does not read ``params``, so a re-simulation with other params is compared
+    with the very same measurement)."""
     from sim import run_simulation
 
     sim = run_simulation(scenario).trace
+    if executor_trace is not None:
+        return sim, read_jsonl(executor_trace)
+    from executor.replay import replay_scenario
+
     work = (checkpoints or out_dir) / "run"
     exe = replay_scenario(scenario, work_dir=work).trace
     return sim, exe
 
 
 def validate_scenario(scenario: Scenario, params: CostParams, out_dir: Path, plot: bool = True,
-                      checkpoints: Path | None = None) -> ValidationResult:
-    """Run both engines on the common scenario; write traces, tables and the picture into ``out_dir``."""
+                      checkpoints: Path | None = None, executor_trace: Path | None = None) -> ValidationResult:
+    """Run both engines on the common scenario; write traces, tables and the picture into ``out_dir``
+    (``executor_trace``: reuse a measured executor trace, see :func:`run_engines`)."""
     out_dir = Path(out_dir)
     common = validation_scenario(scenario, params, out_dir)
-    sim, exe = run_engines(common, out_dir, checkpoints)
+    sim, exe = run_engines(common, out_dir, checkpoints, executor_trace)
     for name, trace in (("sim", sim), ("executor", exe)):
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         write_jsonl(trace, out_dir / name / "trace.jsonl")

@@ -42,7 +42,7 @@ def test_both_engines_get_the_executor_workload(tmp_path):
     assert replayed[0].arrival_s == 0.0
     t0 = original[0].arrival_s
     assert [r.arrival_s for r in replayed] == pytest.approx([r.arrival_s - t0 for r in original])
-    assert common.serving.max_batch_size == 1 and common.executor.time_scale == 1.0
+    assert common.serving.max_batch_size == scenario.serving.max_batch_size and common.executor.time_scale == 1.0
 
 
 def test_validate_writes_table_and_picture_and_exit_codes(params_file, tmp_path, capsys):
@@ -64,6 +64,14 @@ def test_quick_suite_runs_and_writes_one_table(params_file, tmp_path, capsys):
     with open(tmp_path / "suite.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(suite_files(SUITE, quick=True))
     assert "ttft" in capsys.readouterr().out
+    # Re-simulating with other params against the same executor traces reproduces the executor rows.
+    again = tmp_path / "again"
+    rc = suite_main(["--params", str(params_file), "--quick", "--threshold", "1000", "--out", str(again),
+                     "--reuse-executor", str(tmp_path)])
+    assert rc == 0
+    for path in suite_files(SUITE, quick=True):
+        first = (tmp_path / path.stem / "executor" / "trace.jsonl").read_text()
+        assert (again / path.stem / "executor" / "trace.jsonl").read_text() == first
 
 
 def test_step_overhead_is_token_gap_minus_unit_and_hop_time():
