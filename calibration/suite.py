@@ -3,8 +3,9 @@ one table, error statistics across the suite, and rank agreement over policy var
 
 Scenarios whose names share the part before ``--`` (``opt-125m-2cpu--balanced-bytes``) form a *policy
 group*: they differ only in policies, so the simulator should rank them as the executor does. Per group
-the suite reports Spearman's rho between simulated and measured mean TTFT and whether the policy the
-simulator picks is within 5% of the best measured one. ``--quick`` runs the names listed in the folder's
+the suite reports Spearman's rho between simulated and measured mean TTFT over the group's distinct plans
+(variants whose policies yield the same plan are repeats: averaged, their spread reported as noise) and
+whether the policy the simulator picks is within 5% of the best measured one. ``--quick`` runs the names listed in the folder's
 ``QUICK`` file (a small CI subset). Calibration never reads this folder (it uses microbenchmarks only).
 
 ``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import statistics
 import sys
@@ -26,6 +28,7 @@ from calibration.validate import ValidationResult, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
 from pipeboost.metrics import percentile, request_metrics
+from pipeboost.policies import build_plan
 from pipeboost.scenario import load_params_file, load_scenario
 from pipeboost.trace import read_jsonl
 
@@ -43,6 +46,8 @@ class SuiteEntry:
     group: str
     sim_mean_ttft_s: float | None
     exe_mean_ttft_s: float | None
+    plan_key: str = ""
+    """The base plan (JSON): variants of a group with the same plan are repeats of one policy."""
 
 
 def suite_files(folder: Path, quick: bool = False) -> list[Path]:
@@ -75,7 +80,8 @@ def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path 
                                    checkpoints=out_dir / "cache", executor_trace=trace)
         entries.append(SuiteEntry(result, scenario.name.split("--")[0],
                                   _mean_ttft(result.out_dir / "sim" / "trace.jsonl"),
-                                  _mean_ttft(result.out_dir / "executor" / "trace.jsonl")))
+                                  _mean_ttft(result.out_dir / "executor" / "trace.jsonl"),
+                                  json.dumps(build_plan(scenario).to_dict(), sort_keys=True)))
     return entries
 
 
@@ -95,8 +101,26 @@ def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]
     return out
 
 
+def _distinct_plans(members: list[SuiteEntry]) -> list[tuple[str, float, float, float]]:
+    """Variants merged by plan: (first scenario name, sim mean TTFT, executor mean TTFT averaged over the
+    variants with that plan, relative spread max/min - 1 of those executor means: pure executor noise)."""
+    by_plan: dict[str, list[SuiteEntry]] = {}
+    for m in members:
+        by_plan.setdefault(m.plan_key, []).append(m)
+    out = []
+    for same in by_plan.values():
+        exe = [m.exe_mean_ttft_s for m in same]
+        out.append((same[0].result.scenario, statistics.fmean(m.sim_mean_ttft_s for m in same),
+                    statistics.fmean(exe), max(exe) / min(exe) - 1.0))
+    return out
+
+
 def rank_agreement(entries: list[SuiteEntry]) -> list[dict[str, Any]]:
-    """Per policy group (>= 3 variants): Spearman rho of mean TTFT and the best-policy check."""
+    """Per policy group: Spearman rho of mean TTFT over its *distinct plans* (>= 3) and the best-policy check.
+
+    Variants whose policies produce the same plan (e.g. two partitioners agreeing on 6 + 6 layers) are
+    repeats of one run: their executor means are averaged, and their spread is reported as
+    ``same_plan_spread`` (the executor's own noise on that group)."""
     from scipy.stats import spearmanr
 
     groups: dict[str, list[SuiteEntry]] = {}
@@ -105,16 +129,18 @@ def rank_agreement(entries: list[SuiteEntry]) -> list[dict[str, Any]]:
             groups.setdefault(e.group, []).append(e)
     rows = []
     for name, members in sorted(groups.items()):
-        if len(members) < 3:
+        plans = _distinct_plans(members)
+        if len(plans) < 3:
             continue
-        sim = [m.sim_mean_ttft_s for m in members]
-        exe = [m.exe_mean_ttft_s for m in members]
+        sim = [p[1] for p in plans]
+        exe = [p[2] for p in plans]
         rho = float(spearmanr(sim, exe).statistic)
-        picked = members[sim.index(min(sim))]
-        gap = picked.exe_mean_ttft_s / min(exe) - 1.0
-        rows.append({"group": name, "variants": len(members), "spearman": rho,
-                     "sim_best": picked.result.scenario, "exe_best": members[exe.index(min(exe))].result.scenario,
-                     "best_gap": gap, "best_within_5pct": gap <= BEST_POLICY_TOLERANCE})
+        picked = plans[sim.index(min(sim))]
+        gap = picked[2] / min(exe) - 1.0
+        rows.append({"group": name, "variants": len(members), "plans": len(plans), "spearman": rho,
+                     "sim_best": picked[0], "exe_best": plans[exe.index(min(exe))][0],
+                     "best_gap": gap, "best_within_5pct": gap <= BEST_POLICY_TOLERANCE,
+                     "same_plan_spread": max(p[3] for p in plans)})
     return rows
 
 
@@ -151,7 +177,8 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     for comp, st in errors.items():
         lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}")
     for r in ranks:
-        lines.append(f"policy group {r['group']}: {r['variants']} variants, Spearman {r['spearman']:.2f}, "
+        lines.append(f"policy group {r['group']}: {r['variants']} variants ({r['plans']} distinct plans; executor "
+                     f"spread over identical plans {_pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
                      f"sim best {r['sim_best']} ({_pct(r['best_gap'])} from measured best "
                      f"{r['exe_best']}): {'ok' if r['best_within_5pct'] else 'NOT within 5%'}")
     return "\n".join(lines)
@@ -166,8 +193,8 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
     with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["group", "variants", "spearman", "sim_best", "exe_best",
-                                                "best_gap", "best_within_5pct"])
+        writer = csv.DictWriter(fh, fieldnames=["group", "variants", "plans", "spearman", "sim_best", "exe_best",
+                                                "best_gap", "best_within_5pct", "same_plan_spread"])
         writer.writeheader()
         writer.writerows(ranks)
     print(format_suite(entries, errors, ranks))
