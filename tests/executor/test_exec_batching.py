@@ -38,16 +38,15 @@ def test_eight_concurrent_requests_batch_and_match_generate(preset, model_dirs, 
 
 
 def test_requests_join_a_running_batch_and_limit_holds(model_dirs, reference_tokens):
-    """Late arrivals join at step boundaries; no batch exceeds max_batch_size."""
+    """Late arrivals join running decode batches at step boundaries; no batch exceeds max_batch_size."""
     model_dir = model_dirs("llama-tiny")
-    requests = [Req(i, 0.02 * i, 4 + 3 * i, 12) for i in range(6)]
-    result = _run_concurrent(model_dir, requests, 4, max_batch_size=3)
+    requests = [Req(i, 0.05, 4 + 3 * i, 30) for i in range(3)] + [Req(i, 0.07, 2 + i, 6) for i in range(3, 6)]
+    result = _run_concurrent(model_dir, requests, 4, max_batch_size=4)
     for req in requests:
         assert result.tokens[req.id] == reference_tokens(model_dir, result.prompts[req.id], req.output_tokens)
-    sizes = _batch_sizes(result.trace)
-    assert max(sizes) == 3
     batched = [r for r in result.trace if r.kind is TraceKind.DECODE and r.attrs.get("batch", 1) > 1]
-    assert all(set(r.attrs["requests"]) <= {q.id for q in requests} for r in batched)
+    assert max(_batch_sizes(result.trace)) <= 4
+    assert any(set(r.attrs["requests"]) & {0, 1, 2} and set(r.attrs["requests"]) & {3, 4, 5} for r in batched)
 
 
 def test_max_batch_size_one_runs_each_request_alone(model_dirs):

@@ -17,7 +17,7 @@ SCENARIO = {
     "serving": {"cold_start_gpus": 2},
     "workload": {"arrivals": {"kind": "poisson", "rate_per_s": 50}, "num_requests": 5, "prompt_tokens": 6,
                  "output_tokens": 4},
-    "faults": [{"gpu": 1, "decode_step": 2}],
+    "faults": [{"gpu": 0, "decode_step": 2}],  # request 0 always decodes on GPU 0 (stage 0 or first replica)
     "executor": {"devices": "cpu:2", "max_requests": 3, "time_scale": 2.0},
 }
 
@@ -33,7 +33,7 @@ def test_replay_writes_the_simulator_outputs_and_recovers_from_the_fault(tmp_pat
     trace = read_jsonl(tmp_path / "run" / "trace.jsonl")
     finished = {r.request for r in trace if r.kind is TraceKind.FINISH}
     assert finished == {0, 1, 2}
-    assert [r.gpu for r in trace if r.kind is TraceKind.FAILURE] == [1]
+    assert [r.gpu for r in trace if r.kind is TraceKind.FAILURE] == [0]
     arrivals = sorted(r.t_start_s for r in trace if r.kind is TraceKind.ARRIVAL)
     assert arrivals[1] >= requests[1].arrival_s  # open loop: nothing arrives before its scaled time
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["summary"]
