@@ -12,7 +12,11 @@ contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cor
   model (from time zero, after arenas and meta modules exist, to the last unit landing) divided by bytes
   loaded: the CPU a loader uses per byte (read from the page cache, copy, materialise, pacing).
 
-On CUDA devices neither applies (copy engines and SMs are not host cores): the caller skips them.
+* :func:`unit_load_cpu_s`: the loader's per-unit software work (reading, building, materialising a unit),
+  which the executor overlaps with the emulated link time: seen only where units are small, so it is
+  measured on a tiny model of the same family, one device, as the median of (unit load time - link time).
+
+On CUDA devices none of these applies (copy engines and SMs are not host cores): the caller skips them.
 """
 
 from __future__ import annotations
@@ -97,4 +101,12 @@ def loader_cpu_s_per_byte(run: UnitLoadRun) -> float:
     value = run.cpu_s / nbytes if nbytes else 0.0
     log.info("loader CPU: %.3f s CPU over %.3f s wall for %d bytes -> %.3g s/byte", run.cpu_s, run.wall_s,
              nbytes, value)
+    return value
+
+
+def unit_load_cpu_s(run: UnitLoadRun, link_bytes_per_s: float | None) -> float:
+    """Median per-unit load time beyond the link time (seconds) in a load of small units (``run``)."""
+    extra = sorted(max(0.0, sec - (n / link_bytes_per_s if link_bytes_per_s else 0.0)) for _, _, n, sec in run.loads)
+    value = extra[len(extra) // 2] if extra else 0.0
+    log.info("per-unit loader work: %.3g s (median over %d small units)", value, len(extra))
     return value

@@ -13,8 +13,8 @@
 6. the executor runtime's per-step overhead outside the units (one synthetic request through a pipeline,
    :mod:`calibration.bench_runtime`), added to ``unit_overhead_s`` (the fitted launch part and the runtime
    part are both in the provenance);
-7. on CPU virtual devices, the host cores they share and the loaders' CPU per byte
-   (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``);
+7. on CPU virtual devices, the host cores they share, the loaders' CPU per byte and per-unit work
+   (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``, ``unit_load_cpu_s``);
 8. failure handling: an injected fault's detection delay and replan overhead
    (:mod:`calibration.bench_failure`: ``failure_detection_s``, ``replan_overhead_s``);
 
@@ -143,7 +143,7 @@ class Measurements:
 
 
 def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
-                           model_dir: Path, bar: Progress) -> tuple[bench_load.UnitLoadRun, dict[str, Any]]:
+                           model_dir: Path, bar: Progress, config: dict[str, Any]) -> tuple[bench_load.UnitLoadRun, dict[str, Any]]:
     bar.stage("start-up")
     link = req.link_gbps * 1e9 if req.link_gbps else None
     extras: dict[str, Any] = {"arena_first_touch_s_per_GiB": bench_load.arena_first_touch(devices[0], 256 << 20) * 4}
@@ -161,10 +161,23 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
         per_byte = [bench_host.loader_cpu_s_per_byte(r) for r in runs]
         extras["loader_cpu_s_wall_s_bytes"] = [[r.cpu_s, r.wall_s, sum(x[2] for x in r.loads)] for r in runs]
         extras["copy_cpu_s_per_byte"] = float(np.median(per_byte))
+        extras["unit_load_cpu_s"] = _unit_load_cpu_s(req, config, devices, link)
     loads = tuple(x for r in runs for x in r.loads)
     startup = float(np.median([r.startup_s for r in runs]))
     extras["startup_s_runs"] = [r.startup_s for r in runs]
     return bench_load.UnitLoadRun(loads, startup), extras
+
+
+def _unit_load_cpu_s(req: CalibrationRequest, config: dict[str, Any], devices: list[torch.device],
+                     link: float | None) -> float:
+    """Per-unit loader work from cold loads of a tiny model of the same family on one device (median of 3)."""
+    import dataclasses
+
+    tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
+    tiny_dir = _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), "float32")
+    values = [bench_host.unit_load_cpu_s(bench_load.measure_unit_loads(tiny_dir, devices[:1], link), link)
+              for _ in range(3)]
+    return float(np.median(values))
 
 
 def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
@@ -294,7 +307,8 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
     extras = m.extras or {}
     if extras.get("host_cores") is not None:  # CPU virtual devices share the host's cores
         params = params.with_(host_cores=float(extras["host_cores"]),
-                              copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)))
+                              copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)),
+                              unit_load_cpu_s=float(extras.get("unit_load_cpu_s", 0.0)))
     if extras.get("failure_detection_s") is not None:
         params = params.with_(failure_detection_s=float(extras["failure_detection_s"]),
                               replan_overhead_s=float(extras.get("replan_overhead_s", 0.0)))
@@ -321,7 +335,7 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     budget = Budget(req.budget_s)
     bar = Progress(total=24, enabled=req.progress)
     try:
-        unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar)
+        unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
         computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras)
         bar.stage("runtime step overhead")

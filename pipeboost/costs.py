@@ -20,6 +20,9 @@ Default parameters and where they come from:
   of all GPUs of a node share that many host cores, processor-sharing style (CPU virtual devices, see
   :mod:`sim.hostcpu`): a unit's compute is a job of its duration x 1 core, capped at 1 core; a copy
   occupies ``copy_cpu_s_per_byte`` x its byte rate cores (CPU-seconds per byte copied).
+* ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
+  materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
+  this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class CostParams:
     replan_overhead_s: float = 0.0
     host_cores: float | None = None
     copy_cpu_s_per_byte: float = 0.0
+    unit_load_cpu_s: float = 0.0
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False)
 

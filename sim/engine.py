@@ -31,7 +31,7 @@ from pipeboost.scenario_model import Scenario
 from pipeboost.trace import TraceKind, TraceRecord, sorted_records
 from pipeboost.workload import generate_requests
 from sim.faults import FaultBook
-from sim.hostcpu import HostCPU, cpu_capacities, host_cpu
+from sim.hostcpu import HostCPU, cpu_capacities, host_cpu, loader_work
 from sim.instance import Instance
 from sim.lora import AdapterBook
 from sim.memory import KVBook
@@ -148,6 +148,17 @@ class Simulation:
             return net, net.transfer(links, nbytes, latency_s)
         links, extra = self.host_cpus[g].copy_links(links)
         return net, net.transfer(links, nbytes, latency_s, **extra)
+
+    def start_unit_load_work(self, g: int) -> tuple[FluidNetwork, simpy.Event] | None:
+        """Start the loader's per-unit work (``unit_load_cpu_s``) for a unit load on GPU ``g``; None when 0.
+        Returns the network the event belongs to (to cancel it) and the event."""
+        seconds = self.scenario.params.unit_load_cpu_s
+        if seconds <= 0.0:
+            return None
+        if self.host_cpus is None:
+            return self._routes[g][0], self.env.timeout(seconds)
+        cpu = self.host_cpus[g]
+        return cpu.net, loader_work(cpu, seconds)
 
     # ---- processes on GPUs ------------------------------------------------------------------
     def spawn_on(self, gen: Generator, gpus: tuple[int, ...]) -> simpy.Process:

@@ -8,7 +8,9 @@ cores, so background loads slow compute and two devices computing at once slow e
 * a compute job per GPU: work = its cost-model duration x 1 core, crossing the host-CPU link and the GPU's
   own ``gpu{g}.cpu_thread`` link of capacity 1 core (a compute thread uses at most one core), and
 * every weight copy to a GPU of the node: besides its PCIe links it uses ``copy_cpu_s_per_byte`` x its byte
-  rate cores of the host-CPU link.
+  rate cores of the host-CPU link, and
+* per unit load, ``unit_load_cpu_s`` of work on the host-CPU link and the GPU's ``gpu{g}.loader_thread``
+  link (1 core), alongside the copy (:func:`loader_work`).
 
 Work on the CPU links is counted in core-nanoseconds (:data:`CORE_NS`) so that the network's completion
 tolerance (``EPS_BYTES`` of work) stays far below a microsecond. A job alone on an idle node runs exactly
@@ -45,6 +47,7 @@ class HostCPU:
     net: FluidNetwork
     cpu_link: str
     thread_link: str
+    loader_link: str
     copy_weight: float
     """Host-CPU work (core-ns) per byte copied to this GPU; 0 when copies cost no CPU."""
 
@@ -62,6 +65,7 @@ def cpu_capacities(params: "CostParams", node: int, gpus: Sequence[int]) -> dict
     """Capacities (core-ns per second) of node ``node``'s host-CPU link and its GPUs' thread links."""
     caps = {cpu_link_name(node): float(params.host_cores) * CORE_NS}
     caps.update({thread_link_name(g): CORE_NS for g in gpus})
+    caps.update({loader_link_name(g): CORE_NS for g in gpus})
     return caps
 
 
@@ -73,9 +77,20 @@ def thread_link_name(g: int) -> str:
     return f"gpu{g}.cpu_thread"
 
 
+def loader_link_name(g: int) -> str:
+    return f"gpu{g}.loader_thread"
+
+
 def host_cpu(params: "CostParams", net: FluidNetwork, node: int, g: int) -> HostCPU:
     """The :class:`HostCPU` of GPU ``g`` on ``node`` (its network must hold :func:`cpu_capacities`)."""
-    return HostCPU(net, cpu_link_name(node), thread_link_name(g), params.copy_cpu_s_per_byte * CORE_NS)
+    return HostCPU(net, cpu_link_name(node), thread_link_name(g), loader_link_name(g),
+                   params.copy_cpu_s_per_byte * CORE_NS)
+
+
+def loader_work(cpu: HostCPU, seconds: float) -> simpy.Event:
+    """Start ``seconds`` of loader-thread CPU work (``unit_load_cpu_s``) on the GPU's loader thread link;
+    cancel it with ``cpu.net.cancel(event)``."""
+    return cpu.net.transfer((cpu.cpu_link, cpu.loader_link), seconds * CORE_NS)
 
 
 def compute(cpus: Sequence[HostCPU], seconds: float) -> Generator[simpy.Event, object, None]:

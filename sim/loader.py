@@ -3,7 +3,7 @@
 A GPU's copy engine moves one unit at a time, in the order of its load queue (the plan's
 ``LoadPlan.units_of``; recovery may push stages to the front). Each copy is a flow from the weight source
 to the GPU through its PCIe path, so concurrent loads of GPUs behind one switch share the uplink. When a
-unit lands it becomes resident (its readiness event fires, so execute-while-load compute may start) and a
+unit lands (its bytes moved and, with ``unit_load_cpu_s``, the loader's per-unit work done) it becomes resident (its readiness event fires, so execute-while-load compute may start) and a
 LOAD record with ``nbytes`` is written.
 
 Contract: bytes loaded per GPU equal the sum of its queue items; a unit is never loaded twice on one GPU
@@ -60,7 +60,15 @@ def _copy(ctx, inst: "Instance", g: int, unit: int, nbytes: int) -> Generator[si
     t0 = env.now
     net, done = ctx.start_copy(g, nbytes)
     gpu.transfer = (net, done, unit, nbytes)
-    yield done
+    work = ctx.start_unit_load_work(g)
+    if work is None:
+        yield done
+    else:  # the loader's per-unit software work overlaps the link time
+        try:
+            yield simpy.AllOf(env, [done, work[1]])
+        except (simpy.Interrupt, DeviceFailure):
+            work[0].cancel(work[1])
+            raise
     gpu.transfer = None
     gpu.make_resident(unit, nbytes)
     ctx.tracer.interval(TraceKind.LOAD, t0, env.now, gpu=g, layer=unit, nbytes=nbytes,

@@ -46,7 +46,7 @@ def test_shared_host_cores_and_failure_handling_are_measured(params_path):
     assert params.copy_cpu_s_per_byte > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
     assert len(prov["effective_cores_threads_alone_together"]) == 4
     assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0
-    assert prov["resume_s"] > 0
+    assert prov["resume_s"] > 0 and params.unit_load_cpu_s > 0
 
 
 def test_scenario_references_params_file(params_path, tmp_path):

@@ -13,7 +13,7 @@ import simpy
 from pipeboost.costs import CostParams
 from pipeboost.trace import TraceKind
 from sim import run_simulation
-from sim.hostcpu import compute, cpu_capacities, host_cpu
+from sim.hostcpu import compute, cpu_capacities, host_cpu, loader_work
 from sim.network import FluidNetwork, Flow, max_min_rates, weighted_max_min_rates
 from sim_scenarios import EXACT_PARAMS, of_kind, tiny_scenario
 
@@ -134,3 +134,29 @@ def test_shared_core_and_busy_copies_delay_the_first_token():
     shared = dataclasses.replace(base, params=EXACT_PARAMS.with_(host_cores=1.0, copy_cpu_s_per_byte=1.0 / GB))
     first = lambda sc: of_kind(run_simulation(sc).trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s  # noqa: E731
     assert first(shared) > first(base)
+
+
+def test_loader_work_and_compute_share_one_core():
+    env, _, cpus = _node(host_cores=1.0)
+    done: dict[str, float] = {}
+
+    def work():
+        yield loader_work(cpus[1], 0.5)
+    _job(env, done, "load", 0.0, work)
+    _job(env, done, "compute", 0.0, lambda: compute((cpus[0],), 1.0))
+    env.run()
+    assert done == {"load": 1.0, "compute": 1.5}
+
+
+def test_unit_load_cpu_overlaps_link_time_and_shows_for_small_units():
+    sc = tiny_scenario("load_then_run", gpus=1, cold_start_gpus=1, prompt=16, output=2)
+    floor = 0.25  # above every opt-tiny unit's link time (< 0.001 s at 1 GiB/s)
+    slow = dataclasses.replace(sc, params=EXACT_PARAMS.with_(unit_load_cpu_s=floor))
+    loads = of_kind(run_simulation(slow).trace, TraceKind.LOAD)
+    t = 0.5  # startup
+    for rec in loads:
+        assert rec.t_start_s == pytest.approx(t, rel=1e-12) and rec.duration_s == pytest.approx(floor, rel=1e-12)
+        t += floor
+    shared = dataclasses.replace(sc, params=EXACT_PARAMS.with_(unit_load_cpu_s=floor, host_cores=1.0))
+    assert [r.duration_s for r in of_kind(run_simulation(shared).trace, TraceKind.LOAD)] == pytest.approx(
+        [r.duration_s for r in loads], rel=1e-9)  # nothing computes during load_then_run's loads
