@@ -90,15 +90,6 @@ def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[R
             tracer.interval(kind, t0, now, gpu=g, request=request, attrs=attrs)
 
 
-def _busy(inst: "Instance", gpus: tuple[int, ...], duration: float) -> Generator[simpy.Event, object, None]:
-    """The GPUs compute one iteration of ``duration`` seconds (longer when host cores are shared)."""
-    cpus = inst.ctx.host_cpus
-    if cpus is None:
-        yield inst.env.timeout(duration)
-    else:
-        yield from compute([cpus[g] for g in gpus], duration)
-
-
 def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Generator[simpy.Event, object, None]:
     """Continuous-batching loop of one replica (``gpus`` has one GPU, or all GPUs of a TP group)."""
     ctx = inst.ctx
@@ -114,6 +105,7 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
     kv = ctx.kv
     per_gpu = [(g, kv.token_bytes(inst.partition.num_layers, costs.tp)) for g in gpus]
     held = 0  # KV tokens reserved for ``running``
+    cpus = None if ctx.host_cpus is None else [ctx.host_cpus[g] for g in gpus]
     try:
         while True:
             if lora is None:
@@ -151,10 +143,16 @@ def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Gen
                 with lead.compute.request() as req:
                     yield req
                     t0 = env.now
-                    yield from _busy(inst, gpus, duration)
+                    if cpus is None:
+                        yield env.timeout(duration)
+                    else:  # host cores shared (sim.hostcpu): the step may take longer
+                        yield from compute(cpus, duration)
             else:
                 t0 = env.now
-                yield from _busy(inst, gpus, duration)
+                if cpus is None:
+                    yield env.timeout(duration)
+                else:
+                    yield from compute(cpus, duration)
             _record_step(inst, gpus, t0, new, old)
             running, context, freed = _emit(inst, running, gpus[0])
             if freed:
