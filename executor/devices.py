@@ -61,7 +61,7 @@ class Arena:
 
         Raises :class:`DeviceFailure` once the arena was released (its device failed).
         """
-        nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        nbytes = int(torch.Size(shape).numel()) * dtype.itemsize
         segments = self._segments  # release() rebinds the list: this one stays consistent
         if self.released:
             raise DeviceFailure(self.owner, "arena released")

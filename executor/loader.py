@@ -145,8 +145,9 @@ class Loader(threading.Thread):
         self._queue: collections.deque[int] = collections.deque(units)
         self._cond = threading.Condition()
         self._staging = CudaStaging(device.torch_device) if device.is_cuda else None
-        # meta modules cost no memory: build them now (before time zero) so a load is copies + assign
-        self._modules = {u: self._build(u) for u in units}
+        # Before time zero, every planned unit gets its module with parameters already assigned to their
+        # arena views: a load is then only the copies (as a DMA into preallocated weights would be).
+        self._prepared = {u: self._prepare(u) for u in units}
         self.error: BaseException | None = None
         self.on_error: Callable[[BaseException], None] = lambda exc: None
 
@@ -186,40 +187,49 @@ class Loader(threading.Thread):
             if isinstance(exc, CheckpointError):
                 self.on_error(exc)
 
-    def _build(self, unit: int) -> tuple[torch.nn.Module, dict[str, str], dict[str, torch.Tensor]]:
+    def _prepare(self, unit: int) -> tuple[torch.nn.Module, list[tuple[str, torch.Tensor]], int]:
+        """The unit's module with every parameter assigned to its (still empty) arena view.
+
+        Returns ``(module, [(checkpoint tensor name, flat byte view of its arena memory)], bytes)``; shapes and
+        dtypes come from the checkpoint header, which :func:`executor.engine.validate_checkpoint` checked
+        against the module.
+        """
         module = build_unit(self.config, unit)
-        return module, unit_tensor_names(self.config, unit, module), module.state_dict()
+        expected = module.state_dict()
+        views: dict[str, torch.Tensor] = {}
+        targets: list[tuple[str, torch.Tensor]] = []
+        for local, name in unit_tensor_names(self.config, unit, module).items():
+            info = self.reader.tensors.get(name)
+            if info is None:
+                raise CheckpointError(f"{self.reader.model_dir}: tensor {name!r} is missing from the checkpoint")
+            info = self.reader.check(name, info.dtype, tuple(expected[local].shape))  # shape as the module's
+            views[local] = self.device.arena.alloc(tuple(info.shape), info.dtype)
+            targets.append((name, _flat_bytes(views[local])))
+        module = materialise(module, views, self.config, self.device.torch_device)
+        return module, targets, sum(v.numel() * v.element_size() for v in views.values())
 
     def _load(self, unit: int) -> None:
         dev = self.device
         t_start = self.tracer.now_s()
         self.before_unit(dev.index, unit)
-        built = self._modules.pop(unit, None)
-        module, names, expected = built if built is not None else self._build(unit)
-        tensors: dict[str, torch.Tensor] = {}
-        nbytes = 0
+        prepared = self._prepared.pop(unit, None)
+        module, targets, nbytes = prepared if prepared is not None else self._prepare(unit)
         delivered_s = time.perf_counter()
-        for local, name in names.items():
-            src = self.reader.get(name)
-            dst = dev.arena.alloc(tuple(src.shape), src.dtype)
-            if tuple(src.shape) != tuple(expected[local].shape):
-                raise CheckpointError(f"{self.reader.model_dir}: tensor {name!r} has shape {list(src.shape)}, "
-                                      f"expected {list(expected[local].shape)}")
+        for name, dst in targets:
+            src = _flat_bytes(self.reader.get(name))
             if self._staging is not None:
-                self._staging.copy(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
+                self._staging.copy(src, dst, self.pacer, dev.failed)
+            elif src.numel() <= CPU_CHUNK_BYTES and not self.pacer.bandwidth_bytes_per_s:
+                dst.copy_(src)  # small, unpaced: one copy, no chunk loop
             else:
-                delivered_s = _copy_cpu(_flat_bytes(src), _flat_bytes(dst), self.pacer, dev.failed)
+                delivered_s = _copy_cpu(src, dst, self.pacer, dev.failed)
             if dev.failed.is_set():
                 return  # half-loaded: discarded with the arena
-            tensors[local] = dst
-            nbytes += dst.numel() * dst.element_size()
-        self._publish(unit, module, tensors, nbytes, t_start, delivered_s)
+        self._publish(unit, module, nbytes, t_start, delivered_s)
 
-    def _publish(self, unit: int, module: torch.nn.Module, tensors: dict[str, torch.Tensor], nbytes: int,
-                 t_start: float, delivered_s: float) -> None:
+    def _publish(self, unit: int, module: torch.nn.Module, nbytes: int, t_start: float, delivered_s: float) -> None:
         dev = self.device
-        module = materialise(module, tensors, self.config, dev.torch_device)
-        self.pacer.wait_until(delivered_s)  # materialising overlapped the emulated link's last bytes
+        self.pacer.wait_until(delivered_s)  # the emulated link has delivered the unit's last bytes
         if self._staging is not None:
             dev.cuda_events[unit] = self._staging.unit_done()
             dev.cuda_events[unit].synchronize()  # LOAD ends when the bytes are on the device

@@ -147,13 +147,39 @@ def unit_tensor_names(config: PretrainedConfig, unit: int, module: nn.Module) ->
     return names
 
 
+def _assign(module: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """``load_state_dict(tensors, strict=True, assign=True)`` without its per-call overhead.
+
+    Each tensor replaces the parameter or buffer of that name (no copy); every parameter and persistent
+    buffer of ``module`` must be given exactly once, as ``strict`` demands.
+    """
+    expected = {name for name, _ in module.named_parameters()} | \
+        {name for name, _ in module.named_buffers() if _is_persistent(module, name)}
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise RuntimeError(f"unit tensors do not match the module: missing {missing}, unexpected {extra}")
+    for name, tensor in tensors.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+        else:
+            owner._buffers[leaf] = tensor
+
+
+def _is_persistent(module: nn.Module, name: str) -> bool:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    return leaf not in owner._non_persistent_buffers_set
+
+
 def materialise(module: nn.Module, tensors: Mapping[str, torch.Tensor], config: PretrainedConfig,
                 device: torch.device) -> nn.Module:
     """Assign ``tensors`` (views into an arena) as the module's parameters; add a rotary module if needed.
 
     The module must come from :func:`build_unit`; ``tensors`` must hold every parameter (strict load).
     """
-    module.load_state_dict(dict(tensors), strict=True, assign=True)
+    _assign(module, tensors)
     if isinstance(module, LayerUnit) and module.family == "llama":
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
         with torch.device(device):
