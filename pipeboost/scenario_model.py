@@ -38,7 +38,13 @@ class ServingSpec:
     """Serving limits.
 
     ``cold_start_gpus``: GPUs a cold start uses (N). ``max_batch_size``: continuous-batching limit per
-    replica (and per pipeline micro-batch). ``keep_alive_s``: idle time after which a model instance is
+    replica (and per pipeline micro-batch unless ``pipeline_micro_batch_size`` is set).
+    ``pipeline_micro_batch_size``: requests per micro-batch while the instance serves through the pipeline
+    (``None``: ``max_batch_size``; 1: every request is its own micro-batch, as in the executor). When set, a
+    stage GPU also serves one micro-batch's stage at a time, in order, as the executor's workers do.
+    ``pipeline_max_in_flight``: micro-batches in flight through the pipeline at once (``None``: the pipeline
+    depth, ``num_stages``; a number at least the request count means no limit, as in the executor).
+    ``keep_alive_s``: idle time after which a model instance is
     released, so a later burst cold-starts again. ``weight_memory_fraction``: share of GPU memory weights may
     use (the rest holds KV cache and activations). ``source``: where weights come from (``host`` or ``nvme``).
 
@@ -58,6 +64,8 @@ class ServingSpec:
     adapter_epoch_s: float = 0.5
     adapter_placement: str = "all"
     adapter_preload: int = 1
+    pipeline_micro_batch_size: int | None = None
+    pipeline_max_in_flight: int | None = None
 
 
 @dataclass(frozen=True)

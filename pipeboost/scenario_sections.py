@@ -167,7 +167,9 @@ def parse_serving(node: Node) -> ServingSpec:
         adapter_mode=node.choice("adapter_mode", ADAPTER_MODES, "unmerged"),
         adapter_epoch_s=node.get("adapter_epoch_s", float, 0.5, check=positive),
         adapter_placement=node.choice("adapter_placement", ADAPTER_PLACEMENTS, "all"),
-        adapter_preload=node.get("adapter_preload", int, 1, check=at_least(0)))
+        adapter_preload=node.get("adapter_preload", int, 1, check=at_least(0)),
+        pipeline_micro_batch_size=node.get("pipeline_micro_batch_size", int, None, check=at_least(1)),
+        pipeline_max_in_flight=node.get("pipeline_max_in_flight", int, None, check=at_least(1)))
     node.done()
     return spec
 

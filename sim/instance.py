@@ -58,6 +58,7 @@ class Instance:
         self.replicas: list[int] = []
         self.switched = False
         self.inflight = 0               # pipeline micro-batches in flight
+        self.stage_turns: dict[int, simpy.Resource] = {}  # per GPU, one micro-batch's stage at a time (see sim.pipeline)
         self.active = 0                 # work in progress (micro-batches + busy servers)
         self.recovering = 0             # failures detected-or-pending; pipeline paused while > 0
         self.orphans: list[ReqState] = []

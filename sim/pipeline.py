@@ -2,6 +2,13 @@
 
 The scheduler of an instance takes up to ``max_batch_size`` queued requests as one micro-batch and
 starts a process for it; at most ``num_stages`` micro-batches are in flight (the usual pipeline depth).
+``serving.pipeline_micro_batch_size`` and ``serving.pipeline_max_in_flight`` override both: with 1 and a
+limit of at least the request count, every request enters the pipeline as its own micro-batch as soon as it
+is queued, which is how the executor routes requests during a cold start. With
+``pipeline_micro_batch_size`` set, a stage GPU also serves one micro-batch's stage at a time, in arrival
+order, including its waits for units still loading and its hand-off to the next stage, as the executor's
+per-device worker does (:mod:`executor.worker`): the next micro-batch enters the stage when the previous one
+leaves it. Without it (the default) a micro-batch holds the GPU only while its resident units compute.
 It pauses while a failure is being recovered and stops when the instance switches to replica serving
 (in-flight micro-batches then drain).
 
@@ -37,8 +44,9 @@ def run_scheduler(inst: "Instance") -> Generator[simpy.Event, object, None]:
     ctx = inst.ctx
     pool = ctx.pool
     owner = ("pipeline", inst.iid)
-    limit = max(inst.partition.num_stages, 1)
-    batch = ctx.scenario.serving.max_batch_size
+    serving = ctx.scenario.serving
+    limit = serving.pipeline_max_in_flight or max(inst.partition.num_stages, 1)
+    batch = serving.pipeline_micro_batch_size or serving.max_batch_size
     try:
         while inst.pipeline_open:
             if inst.recovering or inst.inflight >= limit:
@@ -139,18 +147,33 @@ def _emit_tokens(inst: "Instance", reqs: Sequence[ReqState]) -> None:
 
 def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_cost: Callable[[int], float],
                     tokens_total: int) -> Generator[simpy.Event, object, None]:
+    exclusive = inst.ctx.scenario.serving.pipeline_micro_batch_size is not None
+    for s in range(inst.partition.num_stages):
+        if not exclusive:
+            yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
+            continue
+        g = inst.stage_gpus[s]
+        turns = inst.stage_turns.get(g)
+        if turns is None:
+            turns = inst.stage_turns[g] = simpy.Resource(inst.env, capacity=1)
+        with turns.request() as turn:
+            yield turn
+            yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
+
+
+def _stage_and_hop(inst: "Instance", s: int, kind: str, unit_cost: Callable[[int], float],
+                   reqs: Sequence[ReqState], tokens_total: int) -> Generator[simpy.Event, object, None]:
     env = inst.env
     n = inst.partition.num_stages
-    for s in range(n):
-        g = inst.stage_gpus[s]
-        yield from _run_stage(inst, g, s, kind, unit_cost, reqs)
-        nxt = inst.stage_gpus[s + 1] if s + 1 < n else g
-        if nxt != g:
-            t0 = env.now
-            nbytes = inst.ctx.scenario.model.activation_bytes(tokens_total)
-            yield env.timeout(inst.ctx.costs.hop_s(tokens_total))
-            inst.ctx.tracer.interval(TraceKind.HOP, t0, env.now, gpu=g, stage=s, nbytes=nbytes,
-                                     attrs={"to": nxt, "kind": kind})
+    g = inst.stage_gpus[s]
+    yield from _run_stage(inst, g, s, kind, unit_cost, reqs)
+    nxt = inst.stage_gpus[s + 1] if s + 1 < n else g
+    if nxt != g:
+        t0 = env.now
+        nbytes = inst.ctx.scenario.model.activation_bytes(tokens_total)
+        yield env.timeout(inst.ctx.costs.hop_s(tokens_total))
+        inst.ctx.tracer.interval(TraceKind.HOP, t0, env.now, gpu=g, stage=s, nbytes=nbytes,
+                                 attrs={"to": nxt, "kind": kind})
 
 
 def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[[int], float],

@@ -43,6 +43,9 @@ def test_both_engines_get_the_executor_workload(tmp_path):
     t0 = original[0].arrival_s
     assert [r.arrival_s for r in replayed] == pytest.approx([r.arrival_s - t0 for r in original])
     assert common.serving.max_batch_size == scenario.serving.max_batch_size and common.executor.time_scale == 1.0
+    # the executor sends each request through the pipeline as its own micro-batch, with no in-flight limit
+    assert common.serving.pipeline_micro_batch_size == 1
+    assert common.serving.pipeline_max_in_flight >= len(replayed)
 
 
 def test_validate_writes_table_and_picture_and_exit_codes(params_file, tmp_path, capsys):

@@ -75,9 +75,21 @@ def test_bad_values_name_file_key_and_fix(doc, message):
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ScenarioError, match=r"s.yaml: serving.keepalive_s: unknown key 'keepalive_s'; valid keys "
                                             r"here: adapter_epoch_s, adapter_mode, adapter_placement, adapter_preload, "
-                                            r"cold_start_gpus, keep_alive_s, max_batch_size, source, "
-                                            r"weight_memory_fraction"):
+                                            r"cold_start_gpus, keep_alive_s, max_batch_size, pipeline_max_in_flight, "
+                                            r"pipeline_micro_batch_size, source, weight_memory_fraction"):
         load(mutated(serving__keepalive_s=3))
+
+
+def test_pipeline_micro_batch_keys_are_strict_and_round_trip():
+    with pytest.raises(ScenarioError, match=r"serving.pipeline_micro_batch_size: must be at least 1 \(got 0\)$"):
+        load(mutated(serving__pipeline_micro_batch_size=0))
+    with pytest.raises(ScenarioError, match=r"serving.pipeline_max_in_flight: must be an integer"):
+        load(mutated(serving__pipeline_max_in_flight="all"))
+    scenario = load(mutated(serving__pipeline_micro_batch_size=1, serving__pipeline_max_in_flight=64))
+    assert (scenario.serving.pipeline_micro_batch_size, scenario.serving.pipeline_max_in_flight) == (1, 64)
+    assert scenario_from_dict(yaml.safe_load(dump_scenario_yaml(scenario)), file="s.yaml") == scenario
+    default = load(BASE).serving
+    assert (default.pipeline_micro_batch_size, default.pipeline_max_in_flight) == (None, None)
 
 
 def test_model_that_fits_on_no_gpu_is_rejected():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeboost.costs import hop_cost, unit_compute_s
 from pipeboost.errors import PlanError
 from pipeboost.trace import TraceKind
+from pipeboost.workload import ArrivalSpec
 from sim import run_simulation
 from sim.stepcost import StepCosts
-from sim_scenarios import LINK_BYTES_PER_S, of_kind, tiny_scenario
+from sim_scenarios import LINK_BYTES_PER_S, of_kind, tiny_scenario, with_workload
 
 EXACT = dict(rel=1e-12, abs=1e-15)
 
@@ -97,3 +100,48 @@ def test_keep_alive_release_then_second_burst_cold_starts_again():
     assert res.instances >= 2 and res.finished == 6
     assert len(of_kind(res.trace, TraceKind.STARTUP)) >= 4
     assert len(of_kind(res.trace, TraceKind.RELEASE)) >= 4
+
+
+def _two_together(tmp_path, **serving):
+    (tmp_path / "arr.csv").write_text("arrival_s\n0.0\n0.0\n")
+    sc = tiny_scenario("pipeline_only", gpus=2, cold_start_gpus=2, requests=2, prompt=16, output=1,
+                       source_file=str(tmp_path / "s.yaml"))
+    sc = with_workload(sc, arrivals=ArrivalSpec("trace", trace_file="arr.csv"))
+    return replace(sc, serving=replace(sc.serving, **serving))
+
+
+def test_micro_batch_size_one_sends_each_request_through_the_stages_back_to_back(tmp_path):
+    """Executor routing: each request is its own micro-batch; request 1 enters a stage when request 0
+    leaves it (after its hand-off), so stage 0 computes request 1 while stage 1 computes request 0."""
+    sc = _two_together(tmp_path, pipeline_micro_batch_size=1, pipeline_max_in_flight=2)
+    res = run_simulation(sc)
+    model, part = sc.model, res.plan.partition
+    g0, g1 = res.plan.stage_gpus
+    loads = {(r.gpu, r.layer): r.t_end_s for r in of_kind(res.trace, TraceKind.LOAD)}
+    hop = hop_cost(sc.params, model.activation_bytes(16)).total_s
+    stage0, stage1 = part.units_of_stage(0), part.units_of_stage(1)
+    # request 0: stage 0 computes each unit once it has landed, hands off, then stage 1 likewise
+    t = 0.0
+    for unit in stage0:
+        t = max(t, loads[(g0, unit)]) + _compute(sc, unit, 16)
+    leave0 = t + hop
+    t = leave0
+    for unit in stage1:
+        t = max(t, loads[(g1, unit)]) + _compute(sc, unit, 16)
+    first0 = t
+    # request 1: enters stage 0 when request 0 leaves it (every unit resident by then)
+    assert all(loads[(g0, u)] <= leave0 for u in stage0)
+    leave1 = leave0 + sum(_compute(sc, u, 16) for u in stage0) + hop
+    first1 = max(leave1, first0) + sum(_compute(sc, u, 16) for u in stage1)
+    assert of_kind(res.trace, TraceKind.PREFILL, request=1, gpu=g0)[0].t_start_s == pytest.approx(leave0, **EXACT)
+    assert of_kind(res.trace, TraceKind.PREFILL, request=1, gpu=g1)[0].t_start_s == pytest.approx(
+        max(leave1, first0), **EXACT)
+    assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s == pytest.approx(first0, **EXACT)
+    assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=1)[0].t_start_s == pytest.approx(first1, **EXACT)
+    assert res.finished == 2
+
+
+def test_default_pipeline_groups_requests_into_one_micro_batch(tmp_path):
+    res = run_simulation(_two_together(tmp_path))
+    firsts = [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0].t_start_s for i in (0, 1)]
+    assert firsts[0] == firsts[1]
