@@ -92,7 +92,7 @@ class Node:
         return value
 
     def quantity(self, base: str, units: dict[str, float], default: Any = _MISSING, *,
-                 positive: bool = True) -> Any:
+                 strictly_positive: bool = True) -> Any:
         """A physical quantity given under exactly one of ``base + suffix`` for suffix in ``units``.
 
         ``units`` maps suffixes to the factor converting to SI (e.g. ``{"_bytes_per_s": 1, "_gbps": 1e9}``).
@@ -107,7 +107,7 @@ class Node:
                 raise self.error("is required", f"add {base}{next(iter(units))}", base + next(iter(units)))
             return default
         key = given[0]
-        check = _positive if positive else _non_negative
+        check = positive if strictly_positive else non_negative
         return self.get(key, float, check=check) * units[key[len(base):]]
 
     def done(self) -> None:
@@ -137,20 +137,14 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def _positive(value: float) -> str | None:
+def positive(value: float) -> str | None:
+    """Check for :meth:`Node.get`: the value must be greater than 0."""
     return None if value > 0 else "must be greater than 0"
 
 
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must not be negative"
-
-
-def positive(value: float) -> str | None:
-    return _positive(value)
-
-
 def non_negative(value: float) -> str | None:
-    return _non_negative(value)
+    """Check for :meth:`Node.get`: the value must not be negative."""
+    return None if value >= 0 else "must not be negative"
 
 
 def at_least(low: float) -> Callable[[float], str | None]:

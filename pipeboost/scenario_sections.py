@@ -101,14 +101,14 @@ def _parse_host(node: Node, base: HostSpec | None) -> HostSpec:
 
 def _parse_switch(node: Node) -> LinkSpec:
     spec = LinkSpec(node.get("name", str), node.quantity("bandwidth", BANDWIDTH),
-                    node.quantity("latency", LATENCY, 0.0, positive=False), node.get("upstream", str, None))
+                    node.quantity("latency", LATENCY, 0.0, strictly_positive=False), node.get("upstream", str, None))
     node.done()
     return spec
 
 
 def _parse_link(node: Node) -> GPULinkSpec:
     spec = GPULinkSpec(node.get("gpu", int, check=at_least(0)), node.quantity("bandwidth", BANDWIDTH),
-                       node.quantity("latency", LATENCY, 0.0, positive=False), node.get("upstream", str, None))
+                       node.quantity("latency", LATENCY, 0.0, strictly_positive=False), node.get("upstream", str, None))
     node.done()
     return spec
 
