@@ -143,9 +143,9 @@ class _Engine:
         rt.expected_requests = len(requests)
         if not requests:
             rt.all_done.set()
+        rt.warm_up()  # compute threads started and warmed up: their first torch calls are not on the clock
         self.tracer.start_clock()  # time zero: arenas, meta modules and threads' objects are ready
         self.supervisor.start()
-        rt.start()
         for loader in self.loaders.values():
             loader.start()
         if rt.lora is not None:

@@ -224,12 +224,21 @@ class Runtime:
             return moved
 
     # ---- lifecycle --------------------------------------------------------------------------------
+    def warm_up(self, timeout_s: float = 30.0) -> None:
+        """Start the compute workers and wait until each has warmed its thread up (before time zero)."""
+        self.start()
+        for worker in self.workers.values():
+            worker.warm.wait(timeout_s)
+
     def start(self) -> None:
         for worker in self.workers.values():
-            worker.start()
+            if worker.ident is None:
+                worker.start()
 
     def shutdown(self) -> None:
         self.stop.set()
+        for worker in self.workers.values():
+            worker.wake()
         for worker in self.workers.values():
             if worker.is_alive():
                 worker.join(timeout=5)

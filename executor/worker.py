@@ -9,6 +9,11 @@ The last stage hands the logits to the runtime, which picks the greedy token.
 At each step boundary the worker takes every queued task: prefills and pipeline stages run one request at
 a time, in order; decode steps of requests served wholly by this device run together in batches of up to
 ``runtime.max_batch_size`` (:mod:`executor.batching`).
+
+Hand-offs block rather than poll: an idle worker sleeps in ``tasks.get()`` with no timeout and is woken by
+the next task (or by :meth:`ComputeWorker.wake` at shutdown), so a hand-off costs one thread wake-up. Each
+worker warms its thread up before engine time zero (:func:`warm_thread`): the first torch calls of a fresh
+thread cost milliseconds (per-thread runtime state), which used to land on the first request's step.
 """
 
 from __future__ import annotations
@@ -32,7 +37,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUEUE_POLL_S = 0.02
+_WAKE = None  # queued by ComputeWorker.wake: re-check stop / failure
+
+
+def warm_thread(device: torch.device, threads: int) -> None:
+    """Set the thread's torch thread count and run a few small ops of the kinds a unit runs.
+
+    Throwaway tensors only: nothing a request computes depends on it. Done before engine time zero.
+    """
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        x = torch.randn(2, 4, 16, device=device)
+        w = torch.randn(16, 16, device=device)
+        ids = torch.arange(4, device=device).unsqueeze(0)
+        h = torch.nn.functional.embedding(ids, w) + torch.nn.functional.linear(x, w)[:1]
+        h = torch.nn.functional.layer_norm(h, (16,)) * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        q = torch.nn.functional.silu(h).view(1, 4, 2, 8).transpose(1, 2)
+        a = torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+        out = torch.cat([a, a], dim=2).softmax(-1).argmax()
+        int(out.item())
 
 
 @dataclass
@@ -64,22 +87,29 @@ class ComputeWorker(threading.Thread):
         self.device = device
         self.runtime = runtime
         self.threads = threads
-        self.tasks: queue.Queue[StageTask] = queue.Queue()
+        self.tasks: queue.Queue[StageTask | None] = queue.Queue()
+        self.warm = threading.Event()
 
     def submit(self, task: StageTask) -> None:
         """Queue a task; tasks for a failed device are dropped (recovery reroutes their request)."""
         if not self.device.failed.is_set():
             self.tasks.put(task)
 
+    def wake(self) -> None:
+        """Wake the worker so it re-checks ``stop`` and its device's failure (used at shutdown)."""
+        self.tasks.put(_WAKE)
+
     def run(self) -> None:
-        torch.set_num_threads(self.threads)
         if self.device.is_cuda:
             torch.cuda.set_device(self.device.torch_device)
+        try:
+            warm_thread(self.device.torch_device, self.threads)
+        finally:
+            self.warm.set()
         stop = self.runtime.stop
         while not (stop.is_set() or self.device.failed.is_set()):
-            try:
-                first = self.tasks.get(timeout=QUEUE_POLL_S)
-            except queue.Empty:
+            first = self.tasks.get()  # blocks until a task (or a wake-up) arrives: no polling
+            if first is _WAKE:
                 continue
             try:
                 self._run_boundary(first)
@@ -91,9 +121,11 @@ class ComputeWorker(threading.Thread):
         tasks = [first]
         while True:
             try:
-                tasks.append(self.tasks.get_nowait())
+                task = self.tasks.get_nowait()
             except queue.Empty:
                 return [t for t in tasks if not t.is_stale()]
+            if task is not _WAKE:
+                tasks.append(task)
 
     def _run_boundary(self, first: StageTask) -> None:
         """Run the tasks queued at this step boundary: singles in order, then the decode batches."""
