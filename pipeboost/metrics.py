@@ -100,18 +100,19 @@ def gpu_metrics(trace: list[TraceRecord]) -> dict[int, dict[str, Any]]:
             g["failed"] = True
         elif rec.kind is TraceKind.RELEASE:
             g["released_s"] = rec.t_start_s
-    allocated = _allocated_seconds(trace)
+    allocated = allocated_seconds_per_gpu(trace)
     for gpu, g in per.items():
         g["gpu_seconds"] = allocated.get(gpu, g["end_s"] - g["start_s"])
     return dict(sorted(per.items()))
 
 
-def _allocated_seconds(trace: list[TraceRecord]) -> dict[int, float]:
+def allocated_seconds_per_gpu(trace: Iterable[TraceRecord]) -> dict[int, float]:
     """Per GPU, the summed intervals from each STARTUP to the next RELEASE or FAILURE (or the trace end).
 
     Only GPUs with STARTUP records appear; keep-alive time counts (the GPU is held), idle gaps between
     instances do not.
     """
+    trace = list(trace)
     end_of_trace = max((r.t_end_s for r in trace), default=0.0)
     opened: dict[int, float] = {}
     total: dict[int, float] = {}

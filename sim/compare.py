@@ -13,9 +13,9 @@ import logging
 from typing import Any, Iterable, Sequence
 
 from pipeboost.errors import PlanError
-from pipeboost.metrics import summarize
+from pipeboost.metrics import allocated_seconds_per_gpu, summarize
 from pipeboost.scenario_model import Scenario
-from pipeboost.trace import TraceKind, TraceRecord
+from pipeboost.trace import TraceRecord
 from sim.engine import run_simulation
 
 logger = logging.getLogger(__name__)
@@ -25,16 +25,7 @@ COMPARED_MODES = ("pipeboost", "load_then_run", "pipeline_only", "tensor_paralle
 
 def allocated_gpu_seconds(trace: Iterable[TraceRecord]) -> float:
     """Sum over GPUs of the time between each STARTUP and the next RELEASE or FAILURE of that GPU."""
-    held: dict[int, float] = {}
-    total = 0.0
-    end = 0.0
-    for rec in sorted(trace, key=lambda r: r.t_start_s):
-        end = max(end, rec.t_end_s)
-        if rec.kind is TraceKind.STARTUP and rec.gpu not in held:
-            held[rec.gpu] = rec.t_start_s
-        elif rec.kind in (TraceKind.RELEASE, TraceKind.FAILURE) and rec.gpu in held:
-            total += rec.t_start_s - held.pop(rec.gpu)
-    return total + sum(end - t for t in held.values())
+    return sum(allocated_seconds_per_gpu(trace).values())
 
 
 def mode_row(scenario: Scenario, mode: str) -> dict[str, Any]:
