@@ -14,6 +14,10 @@
 * ``serving.pipeline_micro_batch_size = 1`` and ``pipeline_max_in_flight`` = the request count (no limit):
   during a cold start the executor sends each request through the pipeline stages as its own micro-batch
   as soon as it arrives (:mod:`executor.pipeline`), and the simulator then schedules the same way;
+* ``serving.replica_prefill = "sequential"``: at each step boundary an executor replica runs every queued
+  prefill alone, in order, each request's first token at the end of its own prefill, and only then one
+  batched decode step of the requests already running (:mod:`executor.worker`); the simulator's replica
+  server then does the same (:mod:`sim.replica`) instead of giving a whole burst one first-token time;
 * ``keep_alive_s`` large (the executor never releases an instance), and the given ``params``.
 
 :func:`compare_traces` lines the traces up by key (GPU, request, recovery index) and returns rows of
@@ -70,7 +74,8 @@ def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path,
     doc = scenario_to_dict(scenario)
     doc["workload"] = {"arrivals": {"kind": "trace", "file": "workload.csv"}, "num_requests": len(rows)}
     doc["serving"] = {**doc["serving"], "max_batch_size": max_batch_size, "keep_alive_s": KEEP_ALIVE_S,
-                      "pipeline_micro_batch_size": 1, "pipeline_max_in_flight": max(len(rows), 1)}
+                      "pipeline_micro_batch_size": 1, "pipeline_max_in_flight": max(len(rows), 1),
+                      "replica_prefill": "sequential"}
     doc["executor"] = {**doc["executor"], "time_scale": 1.0, "max_requests": None,
                        "model_dir": _abs_model_dir(scenario)}
     scale = scenario.executor.time_scale

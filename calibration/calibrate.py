@@ -17,6 +17,9 @@
    (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``, ``unit_load_cpu_s``);
 8. failure handling: an injected fault's detection delay and replan overhead
    (:mod:`calibration.bench_failure`: ``failure_detection_s``, ``replan_overhead_s``);
+9. compute profiles (:mod:`calibration.bench_profile`) of the model and of every ``profile_presets`` model:
+   measured per-unit prefill and decode times that the cost model uses instead of the roofline for models
+   of those shapes (``CostParams.compute_profiles``, each with the runtime overhead of step 6);
 
 then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
 (machine, devices, date, package versions, executor git revision, residuals, raw figures). The suite
@@ -25,6 +28,7 @@ scenarios under ``scenarios/validation/`` are never used here: calibration sees 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration import bench_compute, bench_failure, bench_host, bench_load, bench_runtime, bench_transfer
+from calibration import (bench_compute, bench_failure, bench_host, bench_load, bench_profile, bench_runtime,
+                         bench_transfer)
 from calibration.budget import Budget, Deadline
 from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
 from calibration.progress import Progress
@@ -41,6 +46,7 @@ from calibration.provenance import build_provenance
 from executor.checkpoint import make_checkpoint
 from executor.devices import parse_devices
 from executor.hf import hf_config, torch_dtype
+from pipeboost.compute_profile import ComputeProfile, shape_key
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
 from pipeboost.hardware import GPU_PRESETS
@@ -50,8 +56,8 @@ from pipeboost.spec import GPUSpec
 
 log = logging.getLogger(__name__)
 
-SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.28, "concurrent": 0.08, "compute": 0.3, "hops": 0.07,
-          "runtime": 0.07}
+SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.22, "concurrent": 0.06, "compute": 0.22, "hops": 0.06,
+          "runtime": 0.07, "profiles": 0.17}
 MAX_COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
 PROCESS_START_MIN_BUDGET_S = 120.0
 
@@ -64,7 +70,8 @@ class CalibrationError(PipeBoostError):
 class CalibrationRequest:
     """What to calibrate: ``devices`` (``cpu:N`` / ``cuda:0,1``), model ``preset``, ``dtype`` (None: float32
     on CPU, float16 on CUDA), ``budget_s``, emulated ``link_gbps`` cap (GB/s, CPU virtual links), the GPU
-    preset the efficiencies refer to, and where checkpoints are cached."""
+    preset the efficiencies refer to, where checkpoints are cached, and ``profile_presets``: more models
+    (same dtype) whose compute is profiled (the main ``preset`` always is)."""
 
     devices: str
     preset: str
@@ -74,6 +81,7 @@ class CalibrationRequest:
     gpu_preset: str | None = None
     cache_dir: Path = Path("runs/checkpoints")
     progress: bool = True
+    profile_presets: tuple[str, ...] = ()
 
 
 def executor_device_spec(spec: str) -> str:
@@ -92,6 +100,8 @@ def _resolve(req: CalibrationRequest) -> tuple[list[torch.device], dict[str, Any
     try:
         devices = parse_devices(executor_device_spec(req.devices))
         config = preset_config(req.preset)
+        for name in req.profile_presets:
+            preset_config(name)
     except (KeyError, ValueError) as exc:
         raise CalibrationError(str(exc).strip("'\"")) from None
     kind = devices[0].type
@@ -140,6 +150,7 @@ class Measurements:
     unit_loads: bench_load.UnitLoadRun | None = None
     concurrent: list | None = None
     extras: dict[str, Any] | None = None
+    profiles: list[ComputeProfile] | None = None
 
 
 def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
@@ -171,8 +182,6 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
 def _unit_load_cpu_s(req: CalibrationRequest, config: dict[str, Any], devices: list[torch.device],
                      link: float | None) -> float:
     """Per-unit loader work from cold loads of a tiny model of the same family on one device (median of 3)."""
-    import dataclasses
-
     tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
     tiny_dir = _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), "float32")
     values = [bench_host.unit_load_cpu_s(bench_load.measure_unit_loads(tiny_dir, devices[:1], link), link)
@@ -232,6 +241,27 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
         torch.set_num_threads(old_threads)
     bar.tick()
     return computes, hops, slowdown
+
+
+def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.device, dtype: str,
+                    bar: Progress, threads: int = 1) -> list[ComputeProfile]:
+    """Compute profiles of ``req.preset`` and each ``req.profile_presets`` model on ``device`` (one thread
+    count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum)."""
+    bar.stage("compute profiles")
+    deadline = budget.phase(SHARES["profiles"])
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    profiles = []
+    try:
+        for name in dict.fromkeys((req.preset, *req.profile_presets)):
+            config = preset_config(name)
+            shape = shape_key(model_spec_from_hf_config(config, name=name, dtype=dtype))
+            info = {"model": name, "device": str(device), "threads": threads}
+            profiles.append(bench_profile.measure_profile(hf_config(config), shape, device, torch_dtype(dtype),
+                                                          deadline, 0.0, info, bar.tick))
+    finally:
+        torch.set_num_threads(old_threads)
+    return profiles
 
 
 def unit_load_samples(run: bench_load.UnitLoadRun) -> list[TransferSample]:
@@ -304,6 +334,9 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
     prov["fitted_unit_overhead_s"] = params.unit_overhead_s
     if runtime_s:  # the runtime's per-step cost outside the units, spread over the units of a step
         params = params.with_(unit_overhead_s=params.unit_overhead_s + runtime_s)
+    if m.profiles:  # measured compute of these shapes replaces the roofline for them
+        params = params.with_(compute_profiles=tuple(dataclasses.replace(p, runtime_overhead_s=float(runtime_s or 0.0))
+                                                     for p in m.profiles))
     extras = m.extras or {}
     if extras.get("host_cores") is not None:  # CPU virtual devices share the host's cores
         params = params.with_(host_cores=float(extras["host_cores"]),
@@ -333,7 +366,7 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
     model_dir = _checkpoint(req, config, dtype)
     budget = Budget(req.budget_s)
-    bar = Progress(total=24, enabled=req.progress)
+    bar = Progress(total=24 + 10 * (1 + len(req.profile_presets)), enabled=req.progress)
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
@@ -347,13 +380,15 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
         extras.update(bench_failure.measure_failure(model_dir, req.preset, dtype, executor_device_spec(req.devices),
                                                     n_stages, link_gbps=req.link_gbps or 2.0))
         bar.tick()
+        profiles = _phase_profiles(req, budget, devices[0], dtype, bar)
     finally:
         bar.close()
     extras["runtime_overhead_per_unit_s"] = runtime_s
-    m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras)
+    m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras, profiles)
     prov = build_provenance(req.devices, req.preset, dtype, {
         "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),
-        "compute_threads": 1, "concurrent_layer_compute_slowdown": slowdown})
+        "compute_threads": 1, "concurrent_layer_compute_slowdown": slowdown,
+        "profiled_models": list(dict.fromkeys((req.preset, *req.profile_presets)))})
     params = fit_measurements(m, req, gpu, model, prov)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,11 @@ from typing import Any
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.calibrate import CalibrationRequest, calibrate
 
-    req = CalibrationRequest(devices=args.devices, preset=args.model, budget_s=args.budget_s,
-                             link_gbps=args.link_gbps, dtype=args.dtype, gpu_preset=args.gpu_preset,
-                             cache_dir=Path(args.cache_dir), progress=not args.no_progress)
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    req = CalibrationRequest(devices=args.devices, preset=models[0] if models else args.model,
+                             budget_s=args.budget_s, link_gbps=args.link_gbps, dtype=args.dtype,
+                             gpu_preset=args.gpu_preset, cache_dir=Path(args.cache_dir),
+                             progress=not args.no_progress, profile_presets=tuple(models[1:]))
     params = calibrate(req, Path(args.out))
     prov = params.provenance
     print(f"wrote {args.out} ({prov.get('wall_s', 0.0):.1f} s of {args.budget_s:.0f} s budget)")
@@ -31,6 +33,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for name, value in params.link_bandwidth_overrides_bytes_per_s.items():
         print(f"  override {name:19s} {value:.4g} bytes/s")
     print(f"  residuals (median, p95)      {prov.get('residuals_rel_median_p95')}")
+    for profile in params.compute_profiles:
+        print(f"  compute profile {profile.shape} ({profile.info.get('model')}): decode fit residuals "
+              f"{profile.info.get('decode_fit_residuals_rel_median_p95', {}).get('layer')}")
     if prov.get("bound"):
         print(f"  efficiency at its bound: adjusted peaks {prov['bound']}")
     return 0
@@ -41,7 +46,9 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("calibrate", help="measure this machine with executor microbenchmarks and "
                                                 "write calibrated cost parameters")
     p.add_argument("--devices", default="cpu:2", help="cpu:N virtual devices or cuda:0,1 (default cpu:2)")
-    p.add_argument("--model", required=True, help="model preset (opt-tiny, llama-tiny, opt-125m, ...)")
+    p.add_argument("--model", required=True,
+                   help="model preset (opt-tiny, llama-tiny, opt-125m, ...); a comma list profiles the compute "
+                        "of every listed model (the first drives the load, copy and runtime phases)")
     p.add_argument("--out", required=True, help="params YAML to write, e.g. scenarios/params/NAME.yaml")
     p.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget in seconds (default 300)")
     p.add_argument("--link-gbps", type=float, default=None,

@@ -23,6 +23,10 @@ Default parameters and where they come from:
 * ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
   materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
   this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
+* ``compute_profiles = ()``: measured per-unit compute of model shapes on this machine
+  (:mod:`pipeboost.compute_profile`, written by ``pipeboost calibrate``). A model whose shape has a profile
+  is costed from the measurements (``profiled_s`` plus the profile's runtime overhead); others use the
+  roofline above.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
+from pipeboost.compute_profile import ComputeProfile, find_profile
 from pipeboost.spec import EMBED_UNIT, GPUSpec, ModelSpec, Topology
 
 
@@ -52,6 +57,7 @@ class CostParams:
     host_cores: float | None = None
     copy_cpu_s_per_byte: float = 0.0
     unit_load_cpu_s: float = 0.0
+    compute_profiles: tuple[ComputeProfile, ...] = field(default=(), hash=False)
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False)
 
@@ -59,11 +65,19 @@ class CostParams:
         data = asdict(self)
         data["link_bandwidth_overrides_bytes_per_s"] = dict(self.link_bandwidth_overrides_bytes_per_s)
         data["provenance"] = dict(self.provenance)
+        data["compute_profiles"] = [p.to_dict() for p in self.compute_profiles]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CostParams":
-        return cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+        values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+        values["compute_profiles"] = tuple(p if isinstance(p, ComputeProfile) else ComputeProfile.from_dict(p)
+                                           for p in data.get("compute_profiles", ()))
+        return cls(**values)
+
+    def profile_for(self, model: ModelSpec) -> ComputeProfile | None:
+        """The measured compute profile of ``model``'s shape, or None (roofline)."""
+        return find_profile(self.compute_profiles, model) if self.compute_profiles else None
 
     def with_(self, **changes: Any) -> "CostParams":
         return replace(self, **changes)
@@ -83,11 +97,14 @@ class TransferCost:
 
 @dataclass(frozen=True)
 class ComputeCost:
-    """One unit's compute: launch ``overhead_s`` plus ``roofline_s = max(flop time, memory time)``."""
+    """One unit's compute: launch ``overhead_s`` plus ``roofline_s = max(flop time, memory time)``, or, for
+    a profiled model shape, ``overhead_s`` (the executor runtime's per-call work) plus ``profiled_s`` (the
+    measured module time; the roofline terms are then 0)."""
 
     overhead_s: float
     flop_s: float
     memory_s: float
+    profiled_s: float = 0.0
 
     @property
     def roofline_s(self) -> float:
@@ -95,7 +112,7 @@ class ComputeCost:
 
     @property
     def total_s(self) -> float:
-        return self.overhead_s + self.roofline_s
+        return self.overhead_s + self.roofline_s + self.profiled_s
 
 
 def link_bandwidth_bytes_per_s(params: CostParams, link_name: str, nominal_bytes_per_s: float) -> float:
@@ -131,8 +148,12 @@ def unit_compute_cost(params: CostParams, gpu: GPUSpec, model: ModelSpec, unit: 
     """Time for ``unit`` to process ``tokens`` new tokens for each of ``batch`` sequences.
 
     Prefill is ``tokens = prompt length, context = 0``; a decode step is ``tokens = 1, context = cached
-    length``. The head computes logits for the last token of each sequence only.
+    length``. The head computes logits for the last token of each sequence only. A profiled shape
+    (``params.compute_profiles``) is costed from its measurements instead of the roofline.
     """
+    profile = params.profile_for(model)
+    if profile is not None:
+        return ComputeCost(profile.runtime_overhead_s, 0.0, 0.0, profile.unit_s(model, unit, tokens, batch, context))
     flops_per_s = gpu.peak_flops * params.compute_efficiency
     bytes_per_s = gpu.memory_bandwidth_bytes_per_s * params.memory_efficiency
     weight_bytes = model.unit_bytes(unit)

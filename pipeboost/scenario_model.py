@@ -44,6 +44,11 @@ class ServingSpec:
     stage GPU also serves one micro-batch's stage at a time, in order, as the executor's workers do.
     ``pipeline_max_in_flight``: micro-batches in flight through the pipeline at once (``None``: the pipeline
     depth, ``num_stages``; a number at least the request count means no limit, as in the executor).
+    ``replica_prefill``: how a replica (full copy or tensor-parallel group) runs the prefills it admits at
+    an iteration: ``batched`` (default; all of them and one decode step of the running requests as one
+    step, every new request's first token at its end) or ``sequential`` (as the executor: each prefill
+    alone, in order, its first token at its own end, then one decode step of the requests already running;
+    see ``sim.replica``).
     ``keep_alive_s``: idle time after which a model instance is
     released, so a later burst cold-starts again. ``weight_memory_fraction``: share of GPU memory weights may
     use (the rest holds KV cache and activations). ``source``: where weights come from (``host`` or ``nvme``).
@@ -66,6 +71,7 @@ class ServingSpec:
     adapter_preload: int = 1
     pipeline_micro_batch_size: int | None = None
     pipeline_max_in_flight: int | None = None
+    replica_prefill: str = "batched"
 
 
 @dataclass(frozen=True)

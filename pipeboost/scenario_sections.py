@@ -29,6 +29,7 @@ MEMORY = {"_bytes": 1.0, "_gb": 1e9, "_gib": float(1024**3)}
 FLOPS = {"_flops": 1.0, "_tflops": 1e12}
 ADAPTER_MODES = ("unmerged", "merged")
 ADAPTER_PLACEMENTS = ("all", "popular")
+REPLICA_PREFILL_MODES = ("batched", "sequential")
 MAX_LAYERS = 1024
 MAX_DIMENSION = 10_000_000
 
@@ -169,7 +170,8 @@ def parse_serving(node: Node) -> ServingSpec:
         adapter_placement=node.choice("adapter_placement", ADAPTER_PLACEMENTS, "all"),
         adapter_preload=node.get("adapter_preload", int, 1, check=at_least(0)),
         pipeline_micro_batch_size=node.get("pipeline_micro_batch_size", int, None, check=at_least(1)),
-        pipeline_max_in_flight=node.get("pipeline_max_in_flight", int, None, check=at_least(1)))
+        pipeline_max_in_flight=node.get("pipeline_max_in_flight", int, None, check=at_least(1)),
+        replica_prefill=node.choice("replica_prefill", REPLICA_PREFILL_MODES, "batched"))
     node.done()
     return spec
 
@@ -225,6 +227,8 @@ def parse_params(node: Node) -> CostParams:
         if field_name == "provenance":
             prov = node.child("provenance", None)
             values[field_name] = dict(prov.data) if prov else dict(default)
+        elif field_name == "compute_profiles":
+            values[field_name] = _parse_profiles(node)
         elif field_name == "link_bandwidth_overrides_bytes_per_s":
             over = node.child(field_name, None)
             values[field_name] = {k: over.get(k, float, check=positive) for k in over.data} if over else {}
@@ -232,6 +236,26 @@ def parse_params(node: Node) -> CostParams:
             values[field_name] = node.get(field_name, float, default, check=_param_check(field_name))
     node.done()
     return CostParams(**values)
+
+
+def _parse_profiles(node: Node) -> tuple:
+    """``compute_profiles``: a list of measured profiles (:mod:`pipeboost.compute_profile`)."""
+    from pipeboost.compute_profile import ComputeProfile, ProfileError
+
+    profiles = []
+    for i, item in enumerate(node.raw_list("compute_profiles")):
+        try:
+            if not isinstance(item, dict):
+                raise ProfileError("must be a mapping")
+            profiles.append(ComputeProfile.from_dict(item))
+        except ProfileError as exc:
+            raise node.error(str(exc), "re-run pipeboost calibrate, or fix the entry as "
+                             "pipeboost.compute_profile describes", key_path=node.key_path(f"compute_profiles[{i}]"))
+    shapes = [p.shape for p in profiles]
+    for shape in shapes:
+        if shapes.count(shape) > 1:
+            raise node.error(f"two profiles for shape {shape!r}", "keep one", "compute_profiles")
+    return tuple(profiles)
 
 
 def _param_check(name: str):

@@ -1,11 +1,19 @@
 """Replica serving with continuous batching, at iteration granularity.
 
 One server process per full replica (one GPU), or one per tensor-parallel group (all its GPUs). Each
-iteration admits queued requests up to ``max_batch_size`` running sequences, then costs one step:
-whole-model prefill of the newly admitted sequences (prompt plus tokens generated before a failure) plus
-one decode step of the sequences already running (:class:`sim.stepcost.StepCosts`, derived from
-``pipeboost.costs``). Newly admitted sequences get their first (or next) token at the end of the step, the
-others one more token. One SimPy timeout per iteration keeps 100k-request runs fast.
+iteration admits queued requests up to ``max_batch_size`` running sequences, then costs one step
+(:class:`sim.stepcost.StepCosts`, derived from ``pipeboost.costs``) in one of two ways, chosen by
+``serving.replica_prefill``:
+
+* ``batched`` (default): whole-model prefill of the newly admitted sequences (prompt plus tokens
+  generated before a failure) plus one decode step of the sequences already running, as one interval.
+  Newly admitted sequences get their first (or next) token at the end of the step, the others one more
+  token. One SimPy timeout per iteration keeps 100k-request runs fast.
+* ``sequential`` (the executor's order, ``executor.worker``): each newly admitted sequence's prefill is
+  its own interval, in admission order, and its token comes out at the end of that interval; then one
+  decode step of the sequences that were already running. An iteration's LoRA adapter compute
+  (``sim.lora.AdapterBook.step_overhead_s``) is added to its first prefill, so the iteration costs the
+  same in total as in ``batched`` mode.
 
 The GPU's compute resource is requested only while pipeline micro-batches of the same instance are still
 in flight (they share the GPU); afterwards the replica owns the GPU.
@@ -30,10 +38,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
 def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list[ReqState],
             old_batch: int, old_context: int) -> float:
-    """Duration of one iteration; checks prefill / decode-step fault triggers on the GPUs."""
+    """Duration in seconds of one batched iteration; checks prefill / decode-step fault triggers."""
     ctx = inst.ctx
     duration = 0.0
     if new:
@@ -77,6 +84,7 @@ def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[Req
 
 def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[ReqState],
                  old: list[ReqState]) -> None:
+    """PREFILL interval for ``new`` and DECODE interval for ``old``, from ``t0`` to now, on every GPU."""
     tracer = inst.ctx.tracer
     if not tracer.step_records:
         return
@@ -90,79 +98,158 @@ def _record_step(inst: "Instance", gpus: tuple[int, ...], t0: float, new: list[R
             tracer.interval(kind, t0, now, gpu=g, request=request, attrs=attrs)
 
 
+class _Server:
+    """State of one replica's continuous-batching loop.
+
+    It lives on the object (not in locals of one generator) so that a failure in the middle of a
+    sequential iteration releases exactly the KV tokens and requests still held at that moment.
+    """
+
+    def __init__(self, inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> None:
+        ctx = inst.ctx
+        self.inst, self.gpus, self.costs, self.ctx = inst, gpus, costs, ctx
+        self.env, self.pool, self.lora, self.kv = ctx.env, ctx.pool, ctx.lora, ctx.kv
+        self.owner = ("replica", inst.iid, gpus[0])
+        self.limit = ctx.scenario.serving.max_batch_size
+        self.sequential = ctx.scenario.serving.replica_prefill == "sequential"
+        self.lead = ctx.gpus[gpus[0]]
+        self.per_gpu = [(g, self.kv.token_bytes(inst.partition.num_layers, costs.tp)) for g in gpus]
+        self.cpus = None if ctx.host_cpus is None else [ctx.host_cpus[g] for g in gpus]
+        self.running: list[ReqState] = []
+        self.context = 0  # total cached context of ``running``, tokens
+        self.held = 0  # KV tokens reserved for ``running``
+        self.busy = False
+
+    def run(self) -> Generator[simpy.Event, object, None]:
+        """Admit, run one iteration, repeat; idle while there is no work; return when released."""
+        try:
+            while True:
+                new, target = self._take()
+                if target is not False:  # epoch boundary: nothing in flight
+                    yield from self.lora.switch(self.inst, self.gpus[0], target)
+                    continue
+                waiting = False
+                if new:
+                    new, tokens, waiting = self.kv.admit(self.inst, self.pool, new, self.per_gpu)
+                    self.held += tokens
+                if not self.running and not new:
+                    if (yield from self._idle(waiting)):
+                        return
+                    continue
+                if not self.busy:
+                    self.busy = True
+                    self.inst.work_started()
+                old = self.running
+                self.running = old + new if new else old
+                if new and self.sequential:
+                    yield from self._sequential_step(new, old)
+                else:
+                    yield from self._batched_step(new, old)
+        except (simpy.Interrupt, DeviceFailure):
+            self._abandon()
+
+    def _take(self) -> tuple[list[ReqState], object]:
+        """Queued requests to admit now (before KV admission) and a LoRA switch target (``False``: none)."""
+        running = len(self.running)
+        if self.lora is None:
+            return (self.pool.take(self.limit - running) if running < self.limit else []), False
+        new = self.lora.take(self.inst, self.gpus[0], self.limit - running, running)
+        target = self.lora.wants_switch(self.inst, self.gpus[0]) if not running and not new else False
+        return new, target
+
+    def _idle(self, waiting: bool) -> Generator[simpy.Event, object, bool]:
+        """Wait for memory (``waiting``: the queue's head does not fit yet) or for work; True on release."""
+        if self.busy:
+            self.busy = False
+            self.inst.work_ended()
+        if waiting:  # the head waits for memory that others hold on these GPUs
+            yield self.kv.freed(self.gpus)
+            return False
+        return (yield self.pool.wait_work(self.owner)) == RELEASE
+
+    def _batched_step(self, new: list[ReqState], old: list[ReqState]) -> Generator[simpy.Event, object, None]:
+        """One interval: prefill of all of ``new`` plus one decode step of ``old``; then one token each."""
+        inst, gpus, lora = self.inst, self.gpus, self.lora
+        duration = _step_s(inst, gpus, self.costs, new, len(old), self.context)
+        if lora is not None:
+            for r in new:
+                yield from lora.ensure(inst, gpus[0], r.adapter)
+            duration += lora.step_overhead_s(new, old)
+        t0 = yield from self._compute(duration)
+        _record_step(inst, gpus, t0, new, old)
+        self.running, self.context = self._tokens(self.running)
+
+    def _sequential_step(self, new: list[ReqState], old: list[ReqState]) -> Generator[simpy.Event, object, None]:
+        """Each of ``new`` prefills alone, in order, and gets its token at its end; then ``old`` decodes
+        one step together (as ``executor.worker`` runs a step boundary)."""
+        inst, gpus, ctx, lora = self.inst, self.gpus, self.ctx, self.lora
+        old_context = self.context
+        kept: list[ReqState] = []
+        kept_context = 0
+        for i, r in enumerate(new):
+            for g in gpus:
+                ctx.start_prefill(g)
+            duration = self.costs.model_prefill_s(r.prefill_tokens)
+            if lora is not None:
+                yield from lora.ensure(inst, gpus[0], r.adapter)
+                if i == 0:  # the whole iteration's adapter compute rides on its first prefill
+                    duration += lora.step_overhead_s(new, old)
+            t0 = yield from self._compute(duration)
+            _record_step(inst, gpus, t0, [r], [])
+            survivors, context = self._tokens([r])
+            if survivors:
+                kept.append(r)
+                kept_context += context
+            else:  # finished (or ended): no longer held
+                self.running = [q for q in self.running if q is not r]
+        if old:
+            for g in gpus:
+                ctx.start_decode(g)
+            t0 = yield from self._compute(self.costs.model_decode_s(len(old), old_context))
+            _record_step(inst, gpus, t0, [], old)
+            old, old_context = self._tokens(old)
+        self.running = old + kept
+        self.context = old_context + kept_context
+
+    def _compute(self, duration: float) -> Generator[simpy.Event, object, float]:
+        """Compute for ``duration`` seconds (cost model) on the replica's GPUs; returns the start time.
+
+        The GPU is shared with pipeline micro-batches still in flight; host cores (``sim.hostcpu``), when
+        modelled, may stretch the interval."""
+        if self.inst.inflight:
+            with self.lead.compute.request() as req:
+                yield req
+                return (yield from self._busy(duration))
+        return (yield from self._busy(duration))
+
+    def _busy(self, duration: float) -> Generator[simpy.Event, object, float]:
+        t0 = self.env.now
+        if self.cpus is None:
+            yield self.env.timeout(duration)
+        else:
+            yield from compute(self.cpus, duration)
+        return t0
+
+    def _tokens(self, reqs: list[ReqState]) -> tuple[list[ReqState], int]:
+        """One token for each of ``reqs`` now; frees the KV of finished ones. Returns the unfinished ones
+        and their total context (tokens)."""
+        survivors, context, freed = _emit(self.inst, reqs, self.gpus[0])
+        if freed:
+            self.held -= freed
+            for g, per in self.per_gpu:
+                self.kv.release(g, freed * per)
+        return survivors, context
+
+    def _abandon(self) -> None:
+        """After a failure or interrupt: release held KV and hand the running requests back."""
+        self.pool.forget(self.owner)
+        for g, per in self.per_gpu:
+            self.kv.release(g, self.held * per)
+        self.inst.orphan(self.running)
+        if self.busy:
+            self.inst.work_ended()
+
+
 def run_server(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts) -> Generator[simpy.Event, object, None]:
     """Continuous-batching loop of one replica (``gpus`` has one GPU, or all GPUs of a TP group)."""
-    ctx = inst.ctx
-    env = ctx.env
-    pool = ctx.pool
-    owner = ("replica", inst.iid, gpus[0])
-    limit = ctx.scenario.serving.max_batch_size
-    lead = ctx.gpus[gpus[0]]
-    running: list[ReqState] = []
-    context = 0
-    busy = False
-    lora = ctx.lora
-    kv = ctx.kv
-    per_gpu = [(g, kv.token_bytes(inst.partition.num_layers, costs.tp)) for g in gpus]
-    held = 0  # KV tokens reserved for ``running``
-    cpus = None if ctx.host_cpus is None else [ctx.host_cpus[g] for g in gpus]
-    try:
-        while True:
-            if lora is None:
-                new = pool.take(limit - len(running)) if len(running) < limit else []
-            else:
-                new = lora.take(inst, gpus[0], limit - len(running), len(running))
-                target = lora.wants_switch(inst, gpus[0]) if not running and not new else False
-                if target is not False:
-                    yield from lora.switch(inst, gpus[0], target)  # epoch boundary: nothing in flight
-                    continue
-            waiting = False
-            if new:
-                new, tokens, waiting = kv.admit(inst, pool, new, per_gpu)
-                held += tokens
-            if not running and not new:
-                if busy:
-                    busy = False
-                    inst.work_ended()
-                if waiting:  # the head waits for memory that others hold on these GPUs
-                    yield kv.freed(gpus)
-                elif (yield pool.wait_work(owner)) == RELEASE:
-                    return
-                continue
-            if not busy:
-                busy = True
-                inst.work_started()
-            old = running
-            running = old + new if new else old
-            duration = _step_s(inst, gpus, costs, new, len(old), context)
-            if lora is not None:
-                for r in new:
-                    yield from lora.ensure(inst, gpus[0], r.adapter)
-                duration += lora.step_overhead_s(new, old)
-            if inst.inflight:
-                with lead.compute.request() as req:
-                    yield req
-                    t0 = env.now
-                    if cpus is None:
-                        yield env.timeout(duration)
-                    else:  # host cores shared (sim.hostcpu): the step may take longer
-                        yield from compute(cpus, duration)
-            else:
-                t0 = env.now
-                if cpus is None:
-                    yield env.timeout(duration)
-                else:
-                    yield from compute(cpus, duration)
-            _record_step(inst, gpus, t0, new, old)
-            running, context, freed = _emit(inst, running, gpus[0])
-            if freed:
-                held -= freed
-                for g, per in per_gpu:
-                    kv.release(g, freed * per)
-    except (simpy.Interrupt, DeviceFailure):
-        pool.forget(owner)
-        for g, per in per_gpu:
-            kv.release(g, held * per)
-        inst.orphan(running)
-        if busy:
-            inst.work_ended()
+    yield from _Server(inst, gpus, costs).run()

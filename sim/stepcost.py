@@ -9,6 +9,9 @@ functions into cheap closed forms:
   exactly as long as it stays affine (a test checks it against direct calls);
 * whole-model prefill of one sequence is cached per token count.
 
+A profiled model shape (:mod:`pipeboost.compute_profile`) is not affine in the batch size (its decode
+step interpolates a measured table), so its decode steps are costed by the profile directly, not probed.
+
 Tensor parallelism over ``tp`` GPUs divides each unit's roofline by ``tp`` (the launch overhead stays) and
 adds all-reduces of the activation: two per decoder layer, one for the embedding and one for the head.
 """
@@ -54,6 +57,7 @@ class StepCosts:
         self._embed = _probe(params, gpu, model, EMBED_UNIT)
         self._layer = _probe(params, gpu, model, 0)
         self._head = _probe(params, gpu, model, model.head_unit)
+        self._profile = params.profile_for(model)
         self._prefill_cache: dict[tuple[int, int, int], float] = {}
         self._model_prefill_cache: dict[int, float] = {}
         self._hop_cache: dict[int, float] = {}
@@ -92,6 +96,9 @@ class StepCosts:
     # ---- per unit (pipeline stages) ----------------------------------------------------------
     def unit_decode_s(self, unit: int, batch: int, context_total: float) -> float:
         """One decode step of ``unit`` for ``batch`` sequences with ``context_total`` cached tokens in all."""
+        if self._profile is not None:
+            return (self._profile.runtime_overhead_s + self._allreduce_s(unit, batch)
+                    + self._profile.decode_step_s(self.model, unit, batch, context_total) / self.tp)
         kind = self._kind(unit)
         return self._split(kind.overhead_s, kind.at(batch, context_total)) + self._allreduce_s(unit, batch)
 
@@ -119,6 +126,10 @@ class StepCosts:
         """One continuous-batching decode step of the whole model (embed + layers + head)."""
         if batch == 0:
             return 0.0
+        if self._profile is not None:
+            return (self.unit_decode_s(EMBED_UNIT, batch, context_total)
+                    + self.model.num_layers * self.unit_decode_s(0, batch, context_total)
+                    + self.unit_decode_s(self.model.head_unit, batch, context_total))
         total = 0.0
         for count, fixed, per_batch, f0, f1, f2, m0, m1, m2 in self._decode_terms:
             flop = f0 + f1 * batch + f2 * context_total

@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
 @pytest.fixture(scope="module")
 def params_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("cal") / "params" / "tiny.yaml"
-    args = _parser().parse_args(["calibrate", "--devices", "cpu:2", "--model", "opt-tiny", "--out", str(out),
+    args = _parser().parse_args(["calibrate", "--devices", "cpu:2", "--model", "opt-tiny,llama-tiny", "--out", str(out),
                                  "--budget-s", "6", "--link-gbps", "2.0", "--no-progress",
                                  "--cache-dir", str(out.parent.parent / "ckpt")])
     assert args.func(args) == 0
@@ -49,6 +49,20 @@ def test_shared_host_cores_and_failure_handling_are_measured(params_path):
     assert prov["resume_s"] > 0 and params.unit_load_cpu_s > 0
 
 
+def test_every_listed_model_gets_a_compute_profile(params_path):
+    from pipeboost.compute_profile import shape_key
+    from pipeboost.model_config import model_spec_from_hf_config, preset_config
+
+    params = load_params_file(params_path)
+    assert [p.info["model"] for p in params.compute_profiles] == ["opt-tiny", "llama-tiny"]
+    for p in params.compute_profiles:
+        spec = model_spec_from_hf_config(preset_config(p.info["model"]), p.info["model"], dtype="float32")
+        assert p.shape == shape_key(spec) and params.profile_for(spec) is p
+        assert len(p.layer.prefill_tokens) >= 4 and p.layer.decode_batches == (1, 2, 3, 4, 6, 8)
+        assert p.runtime_overhead_s == params.provenance["runtime_overhead_per_unit_s"]
+        assert all(s > 0 for s in p.layer.prefill_s)
+
+
 def test_scenario_references_params_file(params_path, tmp_path):
     doc = {"name": "x", "model": {"preset": "opt-tiny", "dtype": "float32"}, "cluster": {"preset": "2xcpu-virtual"},
            "serving": {"cold_start_gpus": 2}, "params": {"file": str(params_path)}}
@@ -56,7 +70,8 @@ def test_scenario_references_params_file(params_path, tmp_path):
     assert scenario.params.compute_efficiency == load_params_file(params_path).compute_efficiency
 
 
-def test_bad_model_is_a_user_error(tmp_path):
-    args = _parser().parse_args(["calibrate", "--model", "no-such", "--out", str(tmp_path / "p.yaml")])
+@pytest.mark.parametrize("models", ["no-such", "opt-tiny,no-such"])
+def test_bad_model_is_a_user_error(tmp_path, models):
+    args = _parser().parse_args(["calibrate", "--model", models, "--out", str(tmp_path / "p.yaml")])
     with pytest.raises(PipeBoostError, match="no-such"):
         args.func(args)

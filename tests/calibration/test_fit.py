@@ -69,3 +69,19 @@ def test_fit_cost_params_combines_fits_with_provenance():
     assert params.provenance["machine"] == "test"
     assert set(params.provenance["residuals_rel_median_p95"]) == {"transfer", "hop"}
     assert params.compute_efficiency == CostParams().compute_efficiency  # no compute samples: kept
+
+
+def test_decode_profile_fit_recovers_a_batch_table_and_the_context_cost():
+    from calibration.bench_profile import ProfileSample, fit_decode
+
+    table = {1: 1.2e-3, 2: 2.4e-3, 4: 2.6e-3, 8: 3.3e-3}  # gemv at 1, GEMM above: not a line
+    per_token = 9e-7
+    samples = [ProfileSample("layer", 1, b, c, noisy(t + per_token * b * c, 0.01))
+               for b, t in table.items() for c in (16, 128, 512, 1024)]
+    batches, step, c, residuals = fit_decode(samples, with_context=True)
+    assert batches == (1, 2, 4, 8)
+    assert step == pytest.approx(list(table.values()), rel=0.03)
+    assert c == pytest.approx(per_token, rel=0.1)
+    assert residuals[0] < 0.02
+    heads = [ProfileSample("head", 1, b, 16, t) for b, t in table.items()]
+    assert fit_decode(heads, with_context=False)[1:3] == (tuple(table.values()), 0.0)

@@ -46,6 +46,8 @@ def test_both_engines_get_the_executor_workload(tmp_path):
     # the executor sends each request through the pipeline as its own micro-batch, with no in-flight limit
     assert common.serving.pipeline_micro_batch_size == 1
     assert common.serving.pipeline_max_in_flight >= len(replayed)
+    # an executor replica prefills queued requests one at a time, each first token at its own prefill's end
+    assert common.serving.replica_prefill == "sequential" and scenario.serving.replica_prefill == "batched"
 
 
 def test_validate_writes_table_and_picture_and_exit_codes(params_file, tmp_path, capsys):

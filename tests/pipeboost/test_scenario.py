@@ -76,7 +76,8 @@ def test_unknown_key_lists_valid_keys():
     with pytest.raises(ScenarioError, match=r"s.yaml: serving.keepalive_s: unknown key 'keepalive_s'; valid keys "
                                             r"here: adapter_epoch_s, adapter_mode, adapter_placement, adapter_preload, "
                                             r"cold_start_gpus, keep_alive_s, max_batch_size, pipeline_max_in_flight, "
-                                            r"pipeline_micro_batch_size, source, weight_memory_fraction"):
+                                            r"pipeline_micro_batch_size, replica_prefill, source, "
+                                            r"weight_memory_fraction"):
         load(mutated(serving__keepalive_s=3))
 
 
@@ -90,6 +91,17 @@ def test_pipeline_micro_batch_keys_are_strict_and_round_trip():
     assert scenario_from_dict(yaml.safe_load(dump_scenario_yaml(scenario)), file="s.yaml") == scenario
     default = load(BASE).serving
     assert (default.pipeline_micro_batch_size, default.pipeline_max_in_flight) == (None, None)
+
+
+def test_replica_prefill_is_strict_and_round_trips():
+    with pytest.raises(ScenarioError) as err:
+        load(mutated(serving__replica_prefill="interleaved"))
+    assert str(err.value) == ("s.yaml: serving.replica_prefill: unknown value 'interleaved'; "
+                              "use one of: batched, sequential")
+    assert load(BASE).serving.replica_prefill == "batched"
+    scenario = load(mutated(serving__replica_prefill="sequential"))
+    assert scenario.serving.replica_prefill == "sequential"
+    assert scenario_from_dict(yaml.safe_load(dump_scenario_yaml(scenario)), file="s.yaml") == scenario
 
 
 def test_model_that_fits_on_no_gpu_is_rejected():

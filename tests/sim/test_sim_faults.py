@@ -95,3 +95,27 @@ def test_random_failures_are_seeded():
     a, b = run_simulation(sc), run_simulation(sc)
     assert a.failures == b.failures and a.trace == b.trace
     assert a.finished + a.errors == 8 and a.stalled == 0
+
+
+# GPU 0 becomes ready at ~0.5005 s and prefills all six one by one (~0.19 ms each): 0.501 s falls during
+# the third prefill, after two first tokens; decode_step=2 fails it after every first token.
+@pytest.mark.parametrize("fault, served_before", [(FaultSpec(gpu=0, at_s=0.501), 2),
+                                                  (FaultSpec(gpu=0, decode_step=2), 6)])
+def test_sequential_replica_prefill_loses_no_request_or_token_on_failure(fault, served_before):
+    """A failure in the middle of a sequential iteration (some newcomers already have their first token)
+    hands exactly the unfinished requests back; every request still gets all its tokens once."""
+    from dataclasses import replace
+
+    sc = tiny_scenario("load_then_run", gpus=2, requests=6, output=4, max_batch=8, faults=(fault,))
+    sc = replace(sc, serving=replace(sc.serving, replica_prefill="sequential"))
+    res = run_simulation(sc)
+    assert _outcomes(res) == list(range(6)) and res.errors == 0 and res.stalled == 0
+    assert len(of_kind(res.trace, TraceKind.FAILURE, gpu=0)) == 1
+    fail_s = of_kind(res.trace, TraceKind.FAILURE, gpu=0)[0].t_start_s
+    served = [r for r in of_kind(res.trace, TraceKind.FIRST_TOKEN) if r.t_start_s <= fail_s]
+    assert len(served) == served_before
+    for i in range(6):
+        assert of_kind(res.trace, TraceKind.FINISH, request=i)[0].attrs["tokens"] == 4
+        assert len(of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)) == 1
+        assert len(of_kind(res.trace, TraceKind.TOKEN, request=i)) == 3
+    _assert_nothing_after_failure(res)

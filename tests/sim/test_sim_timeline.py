@@ -145,3 +145,69 @@ def test_default_pipeline_groups_requests_into_one_micro_batch(tmp_path):
     res = run_simulation(_two_together(tmp_path))
     firsts = [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0].t_start_s for i in (0, 1)]
     assert firsts[0] == firsts[1]
+
+
+def _burst_at_ready(tmp_path, outputs, replica_prefill, max_batch=8, prompt=16, **extra):
+    """One GPU, load_then_run: every request arrives at 0 s and waits for the replica to become ready."""
+    rows = "".join(f"0.0,{prompt},{n}\n" for n in outputs)
+    (tmp_path / "arr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
+    sc = tiny_scenario("load_then_run", gpus=1, cold_start_gpus=1, requests=len(outputs), prompt=prompt,
+                       max_batch=max_batch, source_file=str(tmp_path / "s.yaml"), **extra)
+    sc = with_workload(sc, arrivals=ArrivalSpec("trace", trace_file="arr.csv"))
+    return replace(sc, serving=replace(sc.serving, replica_prefill=replica_prefill))
+
+
+def _first_tokens(res, n):
+    return [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0].t_start_s for i in range(n)]
+
+
+def test_sequential_replica_prefill_gives_each_queued_request_its_token_after_its_own_prefill(tmp_path):
+    """Executor order: request i of a burst queued at the replica gets its first token after i+1 prefills."""
+    sc = _burst_at_ready(tmp_path, [1] * 6, "sequential")
+    res = run_simulation(sc)
+    p = StepCosts(sc.params, sc.topology.gpu, sc.model).model_prefill_s(16)
+    t = of_kind(res.trace, TraceKind.REPLICA_READY)[0].t_start_s
+    expected = []
+    for i in range(6):
+        prefill = of_kind(res.trace, TraceKind.PREFILL, request=i)
+        assert len(prefill) == 1 and prefill[0].t_start_s == pytest.approx(t, **EXACT)
+        t += p
+        assert prefill[0].t_end_s == pytest.approx(t, **EXACT)
+        expected.append(t)
+    assert _first_tokens(res, 6) == pytest.approx(expected, **EXACT)
+    assert res.finished == 6 and not of_kind(res.trace, TraceKind.DECODE)
+
+
+def test_batched_replica_prefill_gives_the_whole_burst_one_first_token_time(tmp_path):
+    sc = _burst_at_ready(tmp_path, [1] * 6, "batched")
+    res = run_simulation(sc)
+    p = StepCosts(sc.params, sc.topology.gpu, sc.model).model_prefill_s(16)
+    ready = of_kind(res.trace, TraceKind.REPLICA_READY)[0].t_start_s
+    firsts = _first_tokens(res, 6)
+    assert len(set(firsts)) == 1 and firsts[0] == pytest.approx(ready + 6 * p, **EXACT)
+    assert len(of_kind(res.trace, TraceKind.PREFILL)) == 1 and res.finished == 6
+
+
+def test_sequential_replica_prefill_then_decodes_the_requests_already_running(tmp_path):
+    """Outputs 1,3,2,5,4,2 with at most 4 running: each iteration prefills its newcomers one by one, then
+    decodes the previous batch one step (context = prompt + tokens so far - 1 per sequence)."""
+    outputs = [1, 3, 2, 5, 4, 2]
+    sc = _burst_at_ready(tmp_path, outputs, "sequential", max_batch=4)
+    res = run_simulation(sc)
+    costs = StepCosts(sc.params, sc.topology.gpu, sc.model)
+    p, d = costs.model_prefill_s(16), costs.model_decode_s
+    t0 = of_kind(res.trace, TraceKind.REPLICA_READY)[0].t_start_s
+    t1 = t0 + p + p + p + p  # r0..r3 prefill one by one; r0 finishes at its prefill
+    t2 = t1 + p + d(3, 48)   # r4 prefills, then r1 r2 r3 decode (r2 finishes)
+    t3 = t2 + p + d(3, 50)   # r5 prefills, then r1 r3 r4 decode (r1 finishes)
+    t4 = t3 + d(3, 51)       # r3 r4 r5 decode (r5 finishes)
+    t5 = t4 + d(2, 37)       # r3 r4 decode: both finish
+    assert _first_tokens(res, 6) == pytest.approx([t0 + p, t0 + 2 * p, t0 + 3 * p, t1, t1 + p, t2 + p], **EXACT)
+    finish = {r.request: r for r in of_kind(res.trace, TraceKind.FINISH)}
+    assert [finish[i].t_start_s for i in range(6)] == pytest.approx([t0 + p, t3, t2, t5, t5, t4], **EXACT)
+    assert res.finished == 6 and res.errors == 0 and res.stalled == 0
+    for i, n in enumerate(outputs):  # no token lost or duplicated
+        assert finish[i].attrs["tokens"] == n
+        assert len(of_kind(res.trace, TraceKind.TOKEN, request=i)) == n - 1
+    decodes = of_kind(res.trace, TraceKind.DECODE)
+    assert [r.attrs["requests"] for r in decodes[:2]] == [[1, 2, 3], [1, 3, 4]]

@@ -1,0 +1,175 @@
+"""Compute profiles of model shapes: the executor's unit modules timed on one device, then fitted.
+
+For each unit kind (embedding, decoder layer 0, head) of a model, built as the executor builds it
+(:class:`calibration.bench_compute.UnitBench`: meta modules materialised from device memory, the model's
+dtype, ``threads`` torch threads as a compute worker runs):
+
+* prefill vs tokens (batch 1, empty cache), the runtime's call of :meth:`executor.pipeline.Runtime.run_unit`;
+* decode steps vs batch ``B`` and cached context per sequence, as :func:`executor.batching.run_batch` runs
+  them: ``B = 1`` with the request's :class:`~executor.kvcache.RequestKVCache`, ``B > 1`` as one call with
+  a :class:`~executor.batching.RowsCache` over ``B`` per-request caches (per-row attention);
+
+then :func:`fit_decode` fits ``step(B) + c S`` (a time per batch size at no context, plus ``c`` per
+cached token, ``S`` cached tokens in all) with relative residuals and
+:func:`profile_from_samples` builds a :class:`pipeboost.compute_profile.ComputeProfile`. Residuals of the
+decode fits go into the profile's ``info``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from transformers import PretrainedConfig
+
+from calibration.bench_compute import UnitBench
+from calibration.budget import Deadline, median_s, time_call
+from executor.batching import RowsCache
+from executor.kvcache import RequestKVCache
+from pipeboost.compute_profile import ComputeProfile, KindProfile
+from pipeboost.spec import EMBED_UNIT
+
+log = logging.getLogger(__name__)
+
+CPU_PROFILE_TOKENS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048)
+GPU_PROFILE_TOKENS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+DECODE_BATCHES = (1, 2, 3, 4, 6, 8)
+DECODE_CONTEXTS = (16, 128, 512)
+MIN_PREFILL_POINTS = 4
+
+
+@dataclass(frozen=True)
+class ProfileSample:
+    """One timed call: ``kind`` (embed/layer/head), ``tokens`` new tokens (1: decode), ``batch``,
+    ``context`` cached tokens per sequence, median ``seconds``."""
+
+    kind: str
+    tokens: int
+    batch: int
+    context: int
+    seconds: float
+
+
+def _repeats(seconds_guess: float) -> int:
+    return 3 if seconds_guess > 0.05 else (7 if seconds_guess > 0.002 else 15)
+
+
+class DecodeBench:
+    """Decode steps of one unit kind through the executor's batch-of-one or rows-cache path."""
+
+    def __init__(self, bench: UnitBench) -> None:
+        self.bench = bench
+
+    def _layer_fn(self, batch: int, context: int) -> Callable[[], torch.Tensor]:
+        b = self.bench
+        layer = b.units[0]
+        caches = []
+        for _ in range(batch):
+            cache = RequestKVCache()
+            layer(b._hidden(context), b._positions(0, context), cache)
+            caches.append(cache)
+        saved = [c._layers[0] for c in caches]
+        hidden, positions = b._hidden(1, batch), b._positions(context, 1, batch)
+
+        def fn() -> torch.Tensor:
+            for cache, entry in zip(caches, saved):
+                cache._layers[0] = entry  # same context every call
+            return layer(hidden, positions, caches[0] if batch == 1 else RowsCache(caches))
+        return fn
+
+    def step_fn(self, kind: str, batch: int, context: int) -> Callable[[], torch.Tensor]:
+        b = self.bench
+        if kind == "layer":
+            return self._layer_fn(batch, context)
+        if kind == "embed":
+            ids = torch.randint(0, b.config.vocab_size, (batch, 1), device=b.device)
+            positions = b._positions(context, 1, batch)
+            return lambda: b.units[EMBED_UNIT](ids, positions)
+        hidden = b._hidden(1, batch)
+        return lambda: b.units[b.head_unit](hidden)
+
+    def time(self, kind: str, batch: int, context: int, repeats: int) -> float:
+        return median_s(time_call(self.step_fn(kind, batch, context), repeats, warmup=2, sync=self.bench.sync))
+
+
+def profile_samples(bench: UnitBench, tokens: tuple[int, ...], deadline: Deadline,
+                    tick: Callable[[], None] = lambda: None) -> list[ProfileSample]:
+    """Prefill vs tokens, then decode vs (batch, context), for the three unit kinds, until ``deadline``
+    (at least :data:`MIN_PREFILL_POINTS` token counts and every decode batch size at the first context)."""
+    samples: list[ProfileSample] = []
+    unit_of = {"embed": EMBED_UNIT, "layer": 0, "head": bench.head_unit}
+    last = dict.fromkeys(unit_of, 0.0)
+    with torch.inference_mode():
+        for k, t in enumerate(x for x in tokens if x <= bench.max_positions):
+            if k >= MIN_PREFILL_POINTS and deadline.passed():
+                break
+            for kind, unit in unit_of.items():
+                last[kind] = bench.prefill(unit, t, _repeats(last[kind]))
+                samples.append(ProfileSample(kind, t, 1, 0, last[kind]))
+            tick()
+        decode = DecodeBench(bench)
+        contexts = [c for c in DECODE_CONTEXTS if c < bench.max_positions]
+        for j, context in enumerate(contexts):
+            if j >= 1 and deadline.passed():
+                break
+            for batch in DECODE_BATCHES:
+                for kind in ("layer", "embed", "head") if j == 0 else ("layer",):
+                    guess = next((s.seconds for s in samples if s.kind == kind and s.tokens == 1), 0.0)
+                    samples.append(ProfileSample(kind, 1, batch, context,
+                                                 decode.time(kind, batch, context, _repeats(guess * batch))))
+            tick()
+    return samples
+
+
+def fit_decode(samples: list[ProfileSample], with_context: bool
+               ) -> tuple[tuple[int, ...], tuple[float, ...], float, list[float]]:
+    """``(batches, step_s, c, [median, p95])``: ``step(B) + c S`` by linear least squares on relative
+    residuals (one unknown per batch size, plus ``c`` per cached token). Without ``with_context``
+    (embedding, head: no attention) ``c = 0`` and ``step(B)`` is the median over the contexts measured."""
+    batches = tuple(sorted({s.batch for s in samples}))
+    y = np.array([s.seconds for s in samples])
+    if not with_context:
+        step = tuple(float(np.median([s.seconds for s in samples if s.batch == b])) for b in batches)
+        rel = np.abs(np.array([step[batches.index(s.batch)] for s in samples]) - y) / y
+        return batches, step, 0.0, [float(np.median(rel)), float(np.percentile(rel, 95))]
+    a = np.zeros((len(samples), len(batches) + 1))
+    for i, s in enumerate(samples):
+        a[i, batches.index(s.batch)] = 1.0
+        a[i, -1] = float(s.batch * s.context)
+    coef, *_ = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)
+    coef = np.maximum(coef, 0.0)
+    rel = np.abs(a @ coef - y) / y
+    return batches, tuple(float(x) for x in coef[:-1]), float(coef[-1]), \
+        [float(np.median(rel)), float(np.percentile(rel, 95))]
+
+
+def profile_from_samples(shape: str, samples: list[ProfileSample], runtime_overhead_s: float,
+                         info: dict | None = None) -> ComputeProfile:
+    """A :class:`ComputeProfile` from :func:`profile_samples` (prefill points as measured; decode fitted)."""
+    kinds = {}
+    residuals = {}
+    for kind in ("embed", "layer", "head"):
+        prefill = sorted((s.tokens, s.seconds) for s in samples if s.kind == kind and s.batch == 1 and s.context == 0)
+        decode = [s for s in samples if s.kind == kind and s.tokens == 1 and s.context > 0]
+        batches, step, per_token, res = fit_decode(decode, with_context=kind == "layer")
+        kinds[kind] = KindProfile(tuple(t for t, _ in prefill), tuple(s for _, s in prefill), batches, step,
+                                  per_token)
+        residuals[kind] = res
+    return ComputeProfile(shape, kinds["embed"], kinds["layer"], kinds["head"], float(runtime_overhead_s),
+                          {**(info or {}), "decode_fit_residuals_rel_median_p95": residuals,
+                           "samples_kind_tokens_batch_context_s": [[s.kind, s.tokens, s.batch, s.context, s.seconds]
+                                                                   for s in samples]})
+
+
+def measure_profile(config: PretrainedConfig, shape: str, device: torch.device, dtype: torch.dtype,
+                    deadline: Deadline, runtime_overhead_s: float, info: dict | None = None,
+                    tick: Callable[[], None] = lambda: None) -> ComputeProfile:
+    """Build the units of ``config`` on ``device``, time them and return the fitted profile."""
+    bench = UnitBench(config, device, dtype)
+    tokens = CPU_PROFILE_TOKENS if device.type == "cpu" else GPU_PROFILE_TOKENS
+    samples = profile_samples(bench, tokens, deadline, tick)
+    log.info("profiled %s: %d samples", shape, len(samples))
+    return profile_from_samples(shape, samples, runtime_overhead_s, info)
