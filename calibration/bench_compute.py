@@ -42,14 +42,27 @@ def _sync(device: torch.device) -> Callable[[], None]:
 
 
 class UnitBench:
-    """The embedding, decoder layer 0 and head of one model on one device, timed per call."""
+    """The embedding, decoder layer 0 and head of one model on one device, timed per call.
 
-    def __init__(self, config: PretrainedConfig, device: torch.device, dtype: torch.dtype) -> None:
+    ``layer_copies > 1`` builds that many copies of the decoder layer (own weights each) and cycles
+    through them, call after call, so a layer's weights are not in the CPU caches when it runs, as in a
+    forward pass through many layers (a layer of a 125M model fits a 32 MiB L3 cache; twelve do not).
+    """
+
+    def __init__(self, config: PretrainedConfig, device: torch.device, dtype: torch.dtype,
+                 layer_copies: int = 1) -> None:
         self.config, self.device, self.dtype = config, device, dtype
         self.head_unit = config.num_hidden_layers
         self.units = {u: make_unit(config, u, device, dtype) for u in (EMBED_UNIT, 0, self.head_unit)}
+        self.layers = [self.units[0]] + [make_unit(config, 0, device, dtype) for _ in range(layer_copies - 1)]
+        self._turn = 0
         self.sync = _sync(device)
         self.max_positions = int(getattr(config, "max_position_embeddings", 1 << 20))
+
+    def layer(self) -> torch.nn.Module:
+        """The next decoder-layer copy (round robin)."""
+        self._turn = (self._turn + 1) % len(self.layers)
+        return self.layers[self._turn]
 
     def _hidden(self, tokens: int, batch: int = 1) -> torch.Tensor:
         return torch.randn(batch, tokens, self.config.hidden_size, device=self.device).to(self.dtype)
@@ -71,7 +84,7 @@ class UnitBench:
 
             def fn() -> torch.Tensor:
                 cache.reset_layer(unit)
-                return self.units[unit](hidden, positions, cache)
+                return self.layer()(hidden, positions, cache)
         return median_s(time_call(fn, repeats, warmup=1, sync=self.sync))
 
     def decode(self, batch: int, context: int, repeats: int) -> float:

@@ -12,13 +12,16 @@ dtype, ``threads`` torch threads as a compute worker runs):
 then :func:`fit_decode` fits ``step(B) + c S`` (a time per batch size at no context, plus ``c`` per
 cached token, ``S`` cached tokens in all) with relative residuals and
 :func:`profile_from_samples` builds a :class:`pipeboost.compute_profile.ComputeProfile`. Residuals of the
-decode fits go into the profile's ``info``.
+decode fits go into the profile's ``info``. :func:`in_run_factors` then runs a few requests through the
+executor itself and :func:`scaled` carries the ratio of in-run to alone unit times into the profile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,11 +29,14 @@ import torch
 from transformers import PretrainedConfig
 
 from calibration.bench_compute import UnitBench
+from calibration.bench_runtime import pipeline_plan
 from calibration.budget import Deadline, median_s, time_call
 from executor.batching import RowsCache
 from executor.kvcache import RequestKVCache
-from pipeboost.compute_profile import ComputeProfile, KindProfile
-from pipeboost.spec import EMBED_UNIT
+from pipeboost.compute_profile import UNIT_KINDS, ComputeProfile, KindProfile, unit_kind
+from pipeboost.spec import EMBED_UNIT, ModelSpec
+from pipeboost.trace import TraceKind, TraceRecord
+from pipeboost.workload import Request
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,9 @@ GPU_PROFILE_TOKENS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 DECODE_BATCHES = (1, 2, 3, 4, 6, 8)
 DECODE_CONTEXTS = (16, 128, 512)
 MIN_PREFILL_POINTS = 4
+COLD_CACHE_BYTES = 128 << 20
+"""Layer weights cycled through on CPU: four times a 32 MiB L3 cache."""
+MAX_LAYER_COPIES = 8
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class DecodeBench:
 
     def _layer_fn(self, batch: int, context: int) -> Callable[[], torch.Tensor]:
         b = self.bench
-        layer = b.units[0]
+        layer = b.units[0]  # fills the caches; the timed calls cycle through b.layers
         caches = []
         for _ in range(batch):
             cache = RequestKVCache()
@@ -77,7 +86,7 @@ class DecodeBench:
         def fn() -> torch.Tensor:
             for cache, entry in zip(caches, saved):
                 cache._layers[0] = entry  # same context every call
-            return layer(hidden, positions, caches[0] if batch == 1 else RowsCache(caches))
+            return b.layer()(hidden, positions, caches[0] if batch == 1 else RowsCache(caches))
         return fn
 
     def step_fn(self, kind: str, batch: int, context: int) -> Callable[[], torch.Tensor]:
@@ -164,12 +173,69 @@ def profile_from_samples(shape: str, samples: list[ProfileSample], runtime_overh
                                                                    for s in samples]})
 
 
+def layer_copies(config: PretrainedConfig, dtype: torch.dtype, device: torch.device) -> int:
+    """Decoder-layer copies to cycle through so their weights together exceed :data:`COLD_CACHE_BYTES`
+    (CPU; at most :data:`MAX_LAYER_COPIES`, and no more than the model has layers). One on GPUs."""
+    if device.type != "cpu":
+        return 1
+    h, f = config.hidden_size, getattr(config, "intermediate_size", None) or getattr(config, "ffn_dim")
+    layer_bytes = (4 * h * h + 3 * h * f) * dtype.itemsize
+    want = -(-COLD_CACHE_BYTES // max(layer_bytes, 1))
+    return int(max(1, min(want, MAX_LAYER_COPIES, config.num_hidden_layers)))
+
+
 def measure_profile(config: PretrainedConfig, shape: str, device: torch.device, dtype: torch.dtype,
                     deadline: Deadline, runtime_overhead_s: float, info: dict | None = None,
                     tick: Callable[[], None] = lambda: None) -> ComputeProfile:
     """Build the units of ``config`` on ``device``, time them and return the fitted profile."""
-    bench = UnitBench(config, device, dtype)
+    bench = UnitBench(config, device, dtype, layer_copies(config, dtype, device))
     tokens = CPU_PROFILE_TOKENS if device.type == "cpu" else GPU_PROFILE_TOKENS
     samples = profile_samples(bench, tokens, deadline, tick)
     log.info("profiled %s: %d samples", shape, len(samples))
     return profile_from_samples(shape, samples, runtime_overhead_s, info)
+
+
+def _prediction_s(profile: ComputeProfile, model: ModelSpec, rec: TraceRecord, prompt_tokens: int) -> float:
+    step = int(rec.attrs.get("step", 0))
+    if rec.kind is TraceKind.PREFILL:
+        return profile.unit_s(model, int(rec.layer), prompt_tokens)
+    return profile.unit_s(model, int(rec.layer), 1, 1, prompt_tokens + step - 1)
+
+
+def in_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
+                   device_kind: str = "cpu", requests: int = 3, prompt_tokens: int = 32,
+                   output_tokens: int = 6) -> dict[str, float]:
+    """Median ratio of the executor's unit durations in a run to the profile's, per ``kind/phase``
+    (``layer/prefill``, ``head/decode``, ...): one device, one request at a time, after the load.
+
+    A module timed alone runs faster than inside a forward pass (its caches and the allocator's are warm,
+    the worker thread has just run it); the factors carry the difference into the profile
+    (:func:`scaled`)."""
+    from executor.engine import run_executor
+
+    plan = pipeline_plan(preset, dtype, 1)
+    step_s = sum(profile.unit_s(model, u, 1, 1, prompt_tokens) for u in model.units())
+    request_s = 1.5 * (sum(profile.unit_s(model, u, prompt_tokens) for u in model.units())
+                       + output_tokens * step_s) + 0.02
+    first_s = 0.2 + model.total_bytes / 1e9  # after the whole model is resident
+    reqs = [Request(i, first_s + i * request_s, prompt_tokens, output_tokens) for i in range(requests)]
+    result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:1", seed=0, timeout_s=300.0)
+    ratios: dict[str, list[float]] = {}
+    for rec in result.trace:
+        if rec.kind in (TraceKind.PREFILL, TraceKind.DECODE) and rec.layer is not None:
+            key = f"{unit_kind(model, int(rec.layer))}/{'prefill' if rec.kind is TraceKind.PREFILL else 'decode'}"
+            ratios.setdefault(key, []).append(rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens))
+    return {k: float(np.median(v)) for k, v in sorted(ratios.items())}
+
+
+def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile:
+    """``profile`` with each kind's prefill table times ``factors[kind/prefill]`` and its decode table and
+    per-token cost times ``factors[kind/decode]`` (missing factors: 1); the factors go into ``info``."""
+    kinds = {}
+    for kind in UNIT_KINDS:
+        k = profile.kind(kind)
+        fp, fd = factors.get(f"{kind}/prefill", 1.0), factors.get(f"{kind}/decode", 1.0)
+        kinds[kind] = KindProfile(k.prefill_tokens, tuple(s * fp for s in k.prefill_s), k.decode_batches,
+                                  tuple(s * fd for s in k.decode_s), k.decode_context_s * fd)
+    return dataclasses.replace(profile, embed=kinds["embed"], layer=kinds["layer"], head=kinds["head"],
+                               info={**profile.info, "in_run_factors": dict(factors)})

@@ -1,20 +1,28 @@
-"""Per-step runtime overhead of the executor's pipeline, outside the units' own compute.
+"""The executor runtime's own latencies outside the units' compute and the hop copies.
 
-A decode step in the executor costs more than its units' forward passes: task objects, the hand-off of the
-hidden state between per-device worker threads (a queue wake-up), the greedy token, trace records. The cost
-model has only a per-unit launch overhead, so :func:`runtime_overhead_per_unit_s` measures the rest on the
-executor itself — one request through a ``pipeline_only`` plan over all devices, arriving after the loads —
-and spreads it over the units of a step:
+A step in the executor costs more than its units' forward passes: the worker threads of the devices hand
+work to each other through queues (a thread wake-up, slow when the other core sleeps), a request's first
+task is built and queued at its arrival, and the runtime does a little Python work between units and steps.
+:func:`measure_runtime_overheads` runs a few synthetic requests, spaced so that each arrives at an idle
+executor, through a ``pipeline_only`` plan over all devices and through a one-device plan, and reads from
+the traces (:func:`runtime_gaps`):
 
-    overhead per unit = median over decode steps of (token gap - DECODE time - HOP time) / units per step
+* ``per_unit_s``: between two consecutive units of one step on one device (end to next start);
+* ``handoff_s``: a HOP's end to the next stage's first unit on the other device, and a token to the next
+  step's first unit when that runs on another device than the last stage;
+* ``step_start_s``: a token to the next step's first unit on the same device (one device);
+* ``dispatch_s``: a request's ARRIVAL to its first unit (the executor idle, the units resident).
 
-This is a microbenchmark of the runtime (one synthetic request), not a validation scenario.
+Each is the median of its samples; they become ``CostParams.dispatch_s``, ``handoff_s``, ``step_start_s``
+and the per-unit runtime overhead of the compute profiles and of ``unit_overhead_s``. These are
+microbenchmarks of the runtime (synthetic requests), not validation scenarios.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor.engine import run_executor
@@ -25,6 +33,8 @@ from pipeboost.workload import Request
 
 log = logging.getLogger(__name__)
 
+GAP_KINDS = ("per_unit_s", "handoff_s", "step_start_s", "dispatch_s")
+
 
 def cluster_doc(n_devices: int, link_gbps: float = 2.0) -> dict:
     """Scenario ``cluster`` section of ``n_devices`` CPU virtual devices with ``link_gbps`` GB/s links."""
@@ -32,7 +42,7 @@ def cluster_doc(n_devices: int, link_gbps: float = 2.0) -> dict:
             "links": [{"gpu": i, "bandwidth_gbps": link_gbps, "latency_us": 0} for i in range(n_devices)]}
 
 
-def _plan(preset: str, dtype: str, n_devices: int):
+def pipeline_plan(preset: str, dtype: str, n_devices: int):
     doc = {"name": "calibrate-runtime", "model": {"preset": preset, "dtype": dtype},
            "cluster": cluster_doc(n_devices),
            "serving": {"cold_start_gpus": n_devices},
@@ -40,27 +50,80 @@ def _plan(preset: str, dtype: str, n_devices: int):
     return build_plan(scenario_from_dict(doc))
 
 
-def step_overheads_s(trace: list[TraceRecord], units_per_step: int) -> list[float]:
-    """Per decode step: (gap between consecutive tokens - DECODE - HOP seconds) / ``units_per_step``."""
-    tokens = sorted((r.t_start_s, int(r.attrs.get("index", 0))) for r in trace
-                    if r.kind in (TraceKind.FIRST_TOKEN, TraceKind.TOKEN))
-    busy: dict[int, float] = {}
+@dataclass(frozen=True)
+class RuntimeOverheads:
+    """Median seconds of each latency (see the module docstring; None: no sample) and the samples."""
+
+    per_unit_s: float | None
+    handoff_s: float | None
+    step_start_s: float | None
+    dispatch_s: float | None
+    samples: dict[str, list[float]] = field(default_factory=dict, compare=False)
+
+
+def _units_by_request(trace: list[TraceRecord]) -> dict[int, list[TraceRecord]]:
+    units: dict[int, list[TraceRecord]] = {}
+    for rec in sorted(trace, key=lambda r: r.t_start_s):
+        if rec.kind in (TraceKind.PREFILL, TraceKind.DECODE) and rec.request is not None and rec.layer is not None:
+            units.setdefault(int(rec.request), []).append(rec)
+    return units
+
+
+def _step_gaps(units: list[TraceRecord], tokens: list[float], out: dict[str, list[float]]) -> None:
+    """Unit-to-unit gaps within a step, and token-to-next-step gaps, of one request."""
+    by_step: dict[int, list[TraceRecord]] = {}
+    for rec in units:
+        by_step.setdefault(int(rec.attrs.get("step", 0)), []).append(rec)
+    for recs in by_step.values():
+        for a, b in zip(recs, recs[1:]):
+            if a.gpu == b.gpu:
+                out["per_unit_s"].append(b.t_start_s - a.t_end_s)
+    for index, t_token in enumerate(sorted(tokens)):
+        done, nxt = by_step.get(index), by_step.get(index + 1)
+        if done and nxt:
+            kind = "step_start_s" if nxt[0].gpu == done[-1].gpu else "handoff_s"
+            out[kind].append(nxt[0].t_start_s - t_token)
+
+
+def runtime_gaps(trace: list[TraceRecord]) -> dict[str, list[float]]:
+    """Samples of each latency in ``trace`` (seconds; see the module docstring)."""
+    out: dict[str, list[float]] = {k: [] for k in GAP_KINDS}
+    units = _units_by_request(trace)
+    arrivals = {int(r.request): r.t_start_s for r in trace if r.kind is TraceKind.ARRIVAL}
+    tokens: dict[int, list[float]] = {}
     for rec in trace:
-        if rec.kind in (TraceKind.DECODE, TraceKind.HOP) and rec.attrs.get("step") is not None:
-            busy[int(rec.attrs["step"])] = busy.get(int(rec.attrs["step"]), 0.0) + rec.duration_s
-    out = []
-    for (t_prev, _), (t, index) in zip(tokens, tokens[1:]):
-        out.append(max(0.0, (t - t_prev - busy.get(index, 0.0)) / units_per_step))
+        if rec.kind in (TraceKind.FIRST_TOKEN, TraceKind.TOKEN):
+            tokens.setdefault(int(rec.request), []).append(rec.t_start_s)
+    for req, recs in units.items():
+        if req in arrivals:
+            out["dispatch_s"].append(recs[0].t_start_s - arrivals[req])
+        _step_gaps(recs, tokens.get(req, []), out)
+    for hop in (r for r in trace if r.kind is TraceKind.HOP and r.request is not None):
+        step, dst = hop.attrs.get("step"), hop.attrs.get("to")
+        nxt = [u for u in units.get(int(hop.request), []) if u.attrs.get("step") == step and u.gpu == dst
+               and u.t_start_s >= hop.t_end_s]
+        if nxt:
+            out["handoff_s"].append(nxt[0].t_start_s - hop.t_end_s)
     return out
 
 
-def runtime_overhead_per_unit_s(model_dir: Path, preset: str, dtype: str, devices: str, n_devices: int,
-                                output_tokens: int = 24, arrival_s: float = 0.5) -> float | None:
-    """Median per-unit share of the executor's step overhead (seconds), or None if no step was measured."""
-    plan = _plan(preset, dtype, n_devices)
-    request = Request(0, arrival_s, 8, output_tokens)
-    result = run_executor(plan, model_dir, [request], devices=devices, seed=0, timeout_s=120.0)
-    units = plan.partition.num_layers + 2
-    values = step_overheads_s(result.trace, units)
-    log.info("runtime overhead per unit: %s", values)
-    return statistics.median(values) if values else None
+def _median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def measure_runtime_overheads(model_dir: Path, preset: str, dtype: str, n_devices: int, device_kind: str = "cpu",
+                              requests: int = 5, output_tokens: int = 8, first_arrival_s: float = 0.3,
+                              spacing_s: float = 0.1) -> RuntimeOverheads:
+    """Run ``requests`` spaced requests on ``n_devices`` (pipeline) and on one device; median latencies.
+
+    ``spacing_s`` must exceed one request's run time so each request meets an idle executor (use a
+    small model of the calibrated family)."""
+    samples: dict[str, list[float]] = {k: [] for k in GAP_KINDS}
+    for devices in dict.fromkeys((n_devices, 1)):
+        plan = pipeline_plan(preset, dtype, devices)
+        reqs = [Request(i, first_arrival_s + i * spacing_s, 8, output_tokens) for i in range(requests)]
+        result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{devices}", seed=0, timeout_s=120.0)
+        for kind, values in runtime_gaps(result.trace).items():
+            samples[kind] += [max(v, 0.0) for v in values]
+    log.info("runtime latencies: %s", {k: _median(v) for k, v in samples.items()})
+    return RuntimeOverheads(*(_median(samples[k]) for k in GAP_KINDS), samples=samples)

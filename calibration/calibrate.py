@@ -10,9 +10,10 @@
    (one device alone, fitted), and a few points with every device computing at once (the slowdown is
    reported in the provenance; shared cores are modelled by ``host_cores``, step 7);
 5. activation hops between devices vs bytes;
-6. the executor runtime's per-step overhead outside the units (one synthetic request through a pipeline,
-   :mod:`calibration.bench_runtime`), added to ``unit_overhead_s`` (the fitted launch part and the runtime
-   part are both in the provenance);
+6. the executor runtime's own latencies outside the units (synthetic requests on a small model of the
+   same family, :mod:`calibration.bench_runtime`): ``dispatch_s``, ``handoff_s``, ``step_start_s``, and a
+   per-unit part added to ``unit_overhead_s`` (the fitted launch part and the runtime part are both in the
+   provenance) and to the compute profiles;
 7. on CPU virtual devices, the host cores they share, the loaders' CPU per byte and per-unit work
    (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``, ``unit_load_cpu_s``);
 8. failure handling: an injected fault's detection delay and replan overhead
@@ -189,6 +190,16 @@ def _unit_load_cpu_s(req: CalibrationRequest, config: dict[str, Any], devices: l
     return float(np.median(values))
 
 
+def _runtime_latencies(req: CalibrationRequest, config: dict[str, Any], devices: list[torch.device],
+                       dtype: str) -> bench_runtime.RuntimeOverheads:
+    """The runtime's latencies (:mod:`calibration.bench_runtime`) on a tiny model of the same family: they
+    are Python and thread work, independent of the model's size, and a tiny model keeps requests short."""
+    tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
+    tiny_dir = _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), dtype)
+    n = min(len(devices), int(preset_config(tiny)["num_hidden_layers"]))
+    return bench_runtime.measure_runtime_overheads(tiny_dir, tiny, dtype, n, devices[0].type)
+
+
 def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
                      bar: Progress) -> tuple[list, list]:
     bar.stage("copy sweep")
@@ -246,7 +257,8 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
 def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.device, dtype: str,
                     bar: Progress, threads: int = 1) -> list[ComputeProfile]:
     """Compute profiles of ``req.preset`` and each ``req.profile_presets`` model on ``device`` (one thread
-    count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum)."""
+    count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum),
+    each scaled by its in-run factors (:func:`calibration.bench_profile.in_run_factors`)."""
     bar.stage("compute profiles")
     deadline = budget.phase(SHARES["profiles"])
     old_threads = torch.get_num_threads()
@@ -255,10 +267,13 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
     try:
         for name in dict.fromkeys((req.preset, *req.profile_presets)):
             config = preset_config(name)
-            shape = shape_key(model_spec_from_hf_config(config, name=name, dtype=dtype))
+            model = model_spec_from_hf_config(config, name=name, dtype=dtype)
             info = {"model": name, "device": str(device), "threads": threads}
-            profiles.append(bench_profile.measure_profile(hf_config(config), shape, device, torch_dtype(dtype),
-                                                          deadline, 0.0, info, bar.tick))
+            alone = bench_profile.measure_profile(hf_config(config), shape_key(model), device, torch_dtype(dtype),
+                                                  deadline, 0.0, info, bar.tick)
+            model_dir = _checkpoint(dataclasses.replace(req, preset=name), config, dtype)
+            factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type)
+            profiles.append(bench_profile.scaled(alone, factors))
     finally:
         torch.set_num_threads(old_threads)
     return profiles
@@ -330,10 +345,13 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
         bws = dict(params.provenance["link_bandwidth_bytes_per_s"])
         params = params.with_(transfer_latency_s=bench_load.unit_latency_s(m.unit_loads, bws)[0])
     runtime_s = (m.extras or {}).get("runtime_overhead_per_unit_s")
+    latencies = {k: float((m.extras or {}).get(f"runtime_{k}") or 0.0) for k in ("dispatch_s", "handoff_s",
+                                                                                 "step_start_s")}
     prov = dict(params.provenance)
     prov["fitted_unit_overhead_s"] = params.unit_overhead_s
-    if runtime_s:  # the runtime's per-step cost outside the units, spread over the units of a step
+    if runtime_s:  # the runtime's work between two units of a step
         params = params.with_(unit_overhead_s=params.unit_overhead_s + runtime_s)
+    params = params.with_(**latencies)
     if m.profiles:  # measured compute of these shapes replaces the roofline for them
         params = params.with_(compute_profiles=tuple(dataclasses.replace(p, runtime_overhead_s=float(runtime_s or 0.0))
                                                      for p in m.profiles))
@@ -373,9 +391,11 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
         computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras)
         bar.stage("runtime step overhead")
         budget.phase(SHARES["runtime"])
+        runtime = _runtime_latencies(req, config, devices, dtype)
+        extras.update({f"runtime_{k}": getattr(runtime, k) for k in ("dispatch_s", "handoff_s", "step_start_s")})
+        extras["runtime_samples_s"] = runtime.samples
+        runtime_s = runtime.per_unit_s
         n_stages = min(len(devices), int(config.get("num_hidden_layers", 1)))
-        runtime_s = bench_runtime.runtime_overhead_per_unit_s(model_dir, req.preset, dtype,
-                                                              executor_device_spec(req.devices), n_stages)
         bar.stage("failure handling")
         extras.update(bench_failure.measure_failure(model_dir, req.preset, dtype, executor_device_spec(req.devices),
                                                     n_stages, link_gbps=req.link_gbps or 2.0))

@@ -23,6 +23,12 @@ Default parameters and where they come from:
 * ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
   materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
   this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
+* ``dispatch_s = handoff_s = step_start_s = 0``: the serving runtime's own latencies outside compute and
+  copies (GPU servers: host-side launch and synchronisation; the CPU executor: thread wake-ups between
+  its per-device workers). ``dispatch_s``: a request's arrival to its first unit on an idle device;
+  ``handoff_s``: a stage's output reaching the next stage's worker on another device, beyond the hop copy
+  (and a token reaching stage 0 on another device for the next step); ``step_start_s``: a token to the next
+  step on the same device.
 * ``compute_profiles = ()``: measured per-unit compute of model shapes on this machine
   (:mod:`pipeboost.compute_profile`, written by ``pipeboost calibrate``). A model whose shape has a profile
   is costed from the measurements (``profiled_s`` plus the profile's runtime overhead); others use the
@@ -57,6 +63,9 @@ class CostParams:
     host_cores: float | None = None
     copy_cpu_s_per_byte: float = 0.0
     unit_load_cpu_s: float = 0.0
+    dispatch_s: float = 0.0
+    handoff_s: float = 0.0
+    step_start_s: float = 0.0
     compute_profiles: tuple[ComputeProfile, ...] = field(default=(), hash=False)
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False)

@@ -15,7 +15,10 @@ It pauses while a failure is being recovered and stops when the instance switche
 A micro-batch runs prefill through every stage, then decode steps until all its requests finished
 (static batching: the batch shrinks as requests finish). On stage ``s`` the stage GPU computes its units in
 order; a unit that is not resident yet is waited for (execute-while-load), and the compute resource is
-held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``).
+held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``), and the next stage's worker
+picks it up ``params.handoff_s`` later (outside the stage's turn); a micro-batch's prefill starts
+``params.dispatch_s`` after it is formed and each decode step ``handoff_s`` after the token when the last
+stage's GPU is not stage 0's (else ``step_start_s``): the serving runtime's own latencies, 0 by default.
 A failure of any stage GPU interrupts every in-flight micro-batch of the instance: their requests are
 requeued at detection and re-prefilled with prompt plus generated tokens.
 """
@@ -89,6 +92,7 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         costs = ctx.costs
         layers = inst.partition.num_layers
         extra = _adapter_extra(inst, reqs, tokens)
+        yield from _runtime_latency(inst, costs.params.dispatch_s)
         yield from _through_stages(inst, reqs, "prefill",
                                    _per_kind(lambda u: costs.unit_prefill_s(u, tokens) + extra(u), layers),
                                    sum(tokens))
@@ -97,6 +101,7 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         while live:
             batch, context = len(live), sum(r.context for r in live)
             extra = _adapter_extra(inst, live, [1] * batch)
+            yield from _runtime_latency(inst, _step_start_s(inst))
             yield from _through_stages(inst, live, "decode",
                                        _per_kind(lambda u: costs.unit_decode_s(u, batch, context) + extra(u),
                                                  layers), batch)
@@ -112,6 +117,19 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         inst.inflight -= 1
         inst.work_ended()
         inst.kick()
+
+
+def _runtime_latency(inst: "Instance", seconds: float) -> Generator[simpy.Event, object, None]:
+    """Wait out a latency of the serving runtime (``dispatch_s``, ``handoff_s``, ``step_start_s``)."""
+    if seconds > 0:
+        yield inst.env.timeout(seconds)
+
+
+def _step_start_s(inst: "Instance") -> float:
+    """Latency from a token to the next step's first unit: a hand-off when the last stage's GPU is not
+    stage 0's, else the runtime's step start on the same device."""
+    params = inst.ctx.costs.params
+    return params.handoff_s if inst.stage_gpus[0] != inst.stage_gpus[-1] else params.step_start_s
 
 
 def _per_kind(unit_cost: Callable[[int], float], layers: int) -> Callable[[int], float]:
@@ -148,17 +166,21 @@ def _emit_tokens(inst: "Instance", reqs: Sequence[ReqState]) -> None:
 def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_cost: Callable[[int], float],
                     tokens_total: int) -> Generator[simpy.Event, object, None]:
     exclusive = inst.ctx.scenario.serving.pipeline_micro_batch_size is not None
-    for s in range(inst.partition.num_stages):
+    handoff_s = inst.ctx.costs.params.handoff_s
+    n = inst.partition.num_stages
+    for s in range(n):
+        g = inst.stage_gpus[s]
         if not exclusive:
             yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
-            continue
-        g = inst.stage_gpus[s]
-        turns = inst.stage_turns.get(g)
-        if turns is None:
-            turns = inst.stage_turns[g] = simpy.Resource(inst.env, capacity=1)
-        with turns.request() as turn:
-            yield turn
-            yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
+        else:
+            turns = inst.stage_turns.get(g)
+            if turns is None:
+                turns = inst.stage_turns[g] = simpy.Resource(inst.env, capacity=1)
+            with turns.request() as turn:
+                yield turn
+                yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
+        if s + 1 < n and inst.stage_gpus[s + 1] != g:  # the next stage's worker picks the activation up
+            yield from _runtime_latency(inst, handoff_s)
 
 
 def _stage_and_hop(inst: "Instance", s: int, kind: str, unit_cost: Callable[[int], float],

@@ -15,6 +15,9 @@ iteration admits queued requests up to ``max_batch_size`` running sequences, the
   (``sim.lora.AdapterBook.step_overhead_s``) is added to its first prefill, so the iteration costs the
   same in total as in ``batched`` mode.
 
+Before an iteration the server waits ``params.dispatch_s`` when it was idle (a request arriving at an idle
+replica) and ``params.step_start_s`` otherwise (the runtime's work between two steps); both default to 0.
+
 The GPU's compute resource is requested only while pipeline micro-batches of the same instance are still
 in flight (they share the GPU); afterwards the replica owns the GPU.
 """
@@ -136,11 +139,15 @@ class _Server:
                     if (yield from self._idle(waiting)):
                         return
                     continue
+                latency = self.costs.params.step_start_s
                 if not self.busy:
                     self.busy = True
                     self.inst.work_started()
+                    latency = self.costs.params.dispatch_s
                 old = self.running
                 self.running = old + new if new else old
+                if latency > 0:  # the runtime's own latency before the iteration's first unit
+                    yield self.env.timeout(latency)
                 if new and self.sequential:
                     yield from self._sequential_step(new, old)
                 else:

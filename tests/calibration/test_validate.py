@@ -79,12 +79,23 @@ def test_quick_suite_runs_and_writes_one_table(params_file, tmp_path, capsys):
         assert (again / path.stem / "executor" / "trace.jsonl").read_text() == first
 
 
-def test_step_overhead_is_token_gap_minus_unit_and_hop_time():
-    from calibration.bench_runtime import step_overheads_s
+def test_runtime_gaps_split_unit_gaps_handoffs_step_starts_and_dispatch():
+    from calibration.bench_runtime import runtime_gaps
     from pipeboost.trace import TraceKind, TraceRecord
 
-    trace = [TraceRecord(1.0, 1.0, TraceKind.FIRST_TOKEN, request=0, attrs={"index": 0}),
-             TraceRecord(1.1, 1.16, TraceKind.DECODE, gpu=0, layer=0, request=0, attrs={"step": 1}),
-             TraceRecord(1.16, 1.17, TraceKind.HOP, gpu=0, request=0, attrs={"step": 1}),
-             TraceRecord(1.2, 1.2, TraceKind.TOKEN, request=0, attrs={"index": 1})]
-    assert step_overheads_s(trace, units_per_step=2) == pytest.approx([(0.2 - 0.07) / 2])
+    def unit(t0, t1, gpu, layer, step, kind=TraceKind.DECODE):
+        return TraceRecord(t0, t1, kind, gpu=gpu, layer=layer, request=0, attrs={"step": step})
+
+    trace = [TraceRecord(0.5, 0.5, TraceKind.ARRIVAL, request=0),
+             unit(0.9, 1.0, 0, -1, 0, TraceKind.PREFILL), unit(1.01, 1.1, 0, 0, 0, TraceKind.PREFILL),
+             TraceRecord(1.1, 1.12, TraceKind.HOP, gpu=0, request=0, attrs={"step": 0, "to": 1}),
+             unit(1.2, 1.3, 1, 1, 0, TraceKind.PREFILL),
+             TraceRecord(1.35, 1.35, TraceKind.FIRST_TOKEN, request=0, attrs={"index": 0}),
+             unit(1.5, 1.6, 0, -1, 1), unit(1.63, 1.7, 0, 0, 1), unit(1.72, 1.8, 0, 1, 1),
+             TraceRecord(1.85, 1.85, TraceKind.TOKEN, request=0, attrs={"index": 1}),
+             unit(1.9, 2.0, 0, -1, 2)]
+    gaps = runtime_gaps(trace)
+    assert gaps["dispatch_s"] == pytest.approx([0.4])
+    assert sorted(gaps["per_unit_s"]) == pytest.approx([0.01, 0.02, 0.03])
+    assert sorted(gaps["handoff_s"]) == pytest.approx([0.08, 0.15])  # HOP end -> gpu 1; token -> gpu 0
+    assert gaps["step_start_s"] == pytest.approx([0.05])  # step 1 ended on gpu 0, step 2 starts there
