@@ -211,3 +211,43 @@ def test_sequential_replica_prefill_then_decodes_the_requests_already_running(tm
         assert len(of_kind(res.trace, TraceKind.TOKEN, request=i)) == n - 1
     decodes = of_kind(res.trace, TraceKind.DECODE)
     assert [r.attrs["requests"] for r in decodes[:2]] == [[1, 2, 3], [1, 3, 4]]
+
+
+def test_runtime_latencies_delay_dispatch_handoffs_and_step_starts(tmp_path):
+    """dispatch_s before a request's first unit, handoff_s after each cross-GPU hop and before each decode
+    step (its last stage is on the other GPU), as the executor's workers pay them: the whole timeline of a
+    request through a two-stage pipeline of resident units (request 1, long after request 0's cold start)."""
+    (tmp_path / "arr.csv").write_text("arrival_s\n0.0\n5.0\n")
+    base = tiny_scenario("pipeline_only", gpus=2, cold_start_gpus=2, requests=2, prompt=16, output=3,
+                         source_file=str(tmp_path / "s.yaml"))
+    params = replace(base.params, dispatch_s=0.004, handoff_s=0.0007, step_start_s=0.0003)
+    sc = with_workload(replace(base, params=params, serving=replace(base.serving, pipeline_micro_batch_size=1)),
+                       arrivals=ArrivalSpec("trace", trace_file="arr.csv"))
+    res = run_simulation(sc)
+    part, model = res.plan.partition, sc.model
+    stage0, stage1 = part.units_of_stage(0), part.units_of_stage(1)
+    arrival = of_kind(res.trace, TraceKind.ARRIVAL, request=1)[0].t_start_s
+    assert arrival == 5.0 and of_kind(res.trace, TraceKind.FINISH, request=0)[0].t_start_s < arrival
+
+    def step(t, tokens, context):
+        t += sum(_compute(sc, u, tokens, context) for u in stage0)
+        t += hop_cost(sc.params, model.activation_bytes(tokens)).total_s + 0.0007  # copy, then the hand-off
+        return t + sum(_compute(sc, u, tokens, context) for u in stage1)
+
+    t = step(arrival + 0.004, 16, 0)
+    assert of_kind(res.trace, TraceKind.PREFILL, request=1)[0].t_start_s == pytest.approx(arrival + 0.004, **EXACT)
+    assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=1)[0].t_start_s == pytest.approx(t, **EXACT)
+    for context in (16, 17):  # the token goes back to stage 0's GPU: a hand-off, not a same-device step start
+        t = step(t + 0.0007, 1, context)
+    assert of_kind(res.trace, TraceKind.FINISH, request=1)[0].t_start_s == pytest.approx(t, **EXACT)
+
+
+def test_replica_pays_dispatch_when_idle_and_step_start_between_iterations(tmp_path):
+    sc = _burst_at_ready(tmp_path, [3], "sequential")
+    sc = replace(sc, params=replace(sc.params, dispatch_s=0.004, step_start_s=0.0003))
+    res = run_simulation(sc)
+    costs = StepCosts(sc.params, sc.topology.gpu, sc.model)
+    t = of_kind(res.trace, TraceKind.REPLICA_READY)[0].t_start_s + 0.004 + costs.model_prefill_s(16)
+    assert _first_tokens(res, 1) == pytest.approx([t], **EXACT)
+    t += 0.0003 + costs.model_decode_s(1, 16) + 0.0003 + costs.model_decode_s(1, 17)
+    assert of_kind(res.trace, TraceKind.FINISH, request=0)[0].t_start_s == pytest.approx(t, **EXACT)
