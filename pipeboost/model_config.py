@@ -47,6 +47,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "llama-2-13b": _llama(40, 5120, 40, 40, 13824, 32000, 4096),
     "llama-2-70b": _llama(80, 8192, 64, 8, 28672, 32000, 4096),
     "llama-3-8b": _llama(32, 4096, 32, 8, 14336, 128256, 8192),
+    # SmolLM2-135M's architecture (Llama, grouped-query attention, tied embeddings): a real small model
+    # with 30 thin layers, used with random weights by the CPU validation suite.
+    "smollm2-135m": {**_llama(30, 576, 9, 3, 1536, 49152, 8192), "tie_word_embeddings": True,
+                     "rope_theta": 100000.0},
     # Tiny models for tests and CPU demos (random weights only).
     "opt-tiny": {**_opt(4, 64, 4, 256), "vocab_size": 512, "max_position_embeddings": 256},
     "llama-tiny": {**_llama(4, 64, 4, 2, 128, 512, 256), "tie_word_embeddings": False},

@@ -61,7 +61,8 @@ def test_unit_bytes_sum_to_replica_and_exceed_checkpoint_only_by_tied_head():
 
 
 @pytest.mark.parametrize("preset,billions", [("opt-1.3b", 1.316), ("opt-6.7b", 6.658), ("llama-2-7b", 6.738),
-                                            ("llama-2-70b", 68.98), ("llama-3-8b", 8.030)])
+                                            ("llama-2-70b", 68.98), ("llama-3-8b", 8.030),
+                                            ("smollm2-135m", 0.1345)])
 def test_presets_have_published_parameter_counts(preset, billions):
     spec = model_spec_from_hf_config(preset_config(preset), preset)
     assert spec.total_params() / 1e9 == pytest.approx(billions, rel=1e-3)
