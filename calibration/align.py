@@ -95,6 +95,8 @@ class Row:
     key: str
     sim_s: float | None
     executor_s: float | None
+    executor_spread: float | None = None
+    """With executor repeats: (max - min) / median of the runs' values (:mod:`calibration.repeats`)."""
 
     @property
     def rel_error(self) -> float | None:

@@ -78,5 +78,7 @@ def add_validate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/validate-NAME)")
     p.add_argument("--suite", default=None, help="run every scenario of this folder and write one table")
     p.add_argument("--quick", action="store_true", help="with --suite: only the scenarios marked quick")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="executor runs per scenario; each measured quantity is their median (default 1)")
     p.set_defaults(func=_cmd_validate)
     return p

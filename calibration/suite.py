@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calibration.repeats import repeat_traces
 from calibration.validate import ValidationResult, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
@@ -61,42 +62,51 @@ def suite_files(folder: Path, quick: bool = False) -> list[Path]:
     return files
 
 
-def _mean_ttft(trace_path: Path) -> float | None:
-    values = [r.ttft_s for r in request_metrics(read_jsonl(trace_path)) if r.ttft_s is not None]
-    return statistics.fmean(values) if values else None
+def _mean_ttft(trace_paths: list[Path]) -> float | None:
+    """Mean TTFT of each trace, averaged over the traces (executor repeats)."""
+    means = []
+    for path in trace_paths:
+        values = [r.ttft_s for r in request_metrics(read_jsonl(path)) if r.ttft_s is not None]
+        if values:
+            means.append(statistics.fmean(values))
+    return statistics.fmean(means) if means else None
 
 
-def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None) -> list[SuiteEntry]:
-    """Validate every file; checkpoints are cached once under ``out_dir/checkpoints``. ``reuse``: an earlier
-    suite output folder whose executor traces are compared instead of running the executor again."""
+def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None,
+              repeats: int = 1) -> list[SuiteEntry]:
+    """Validate every file (the executor ``repeats`` times each); checkpoints are cached once under
+    ``out_dir/cache``. ``reuse``: an earlier suite output folder whose executor traces (all its repeats) are
+    compared instead of running the executor again."""
     entries = []
     for path in files:
         scenario = load_scenario(path)
         log.info("validating %s", scenario.name)
-        trace = Path(reuse) / scenario.name / "executor" / "trace.jsonl" if reuse else None
-        if trace is not None and not trace.exists():
-            raise PipeBoostError(f"--reuse-executor: {trace} does not exist")
+        traces = repeat_traces(Path(reuse) / scenario.name / "executor") if reuse else []
+        if reuse and not traces:
+            raise PipeBoostError(f"--reuse-executor: no {Path(reuse) / scenario.name / 'executor' / 'trace.jsonl'}")
         result = validate_scenario(scenario, params, out_dir / scenario.name, plot=False,
-                                   checkpoints=out_dir / "cache", executor_trace=trace)
+                                   checkpoints=out_dir / "cache", executor_traces=traces, repeats=repeats)
         entries.append(SuiteEntry(result, scenario.name.split("--")[0],
-                                  _mean_ttft(result.out_dir / "sim" / "trace.jsonl"),
-                                  _mean_ttft(result.out_dir / "executor" / "trace.jsonl"),
+                                  _mean_ttft([result.out_dir / "sim" / "trace.jsonl"]),
+                                  _mean_ttft(repeat_traces(result.out_dir / "executor")),
                                   json.dumps(build_plan(scenario).to_dict(), sort_keys=True)))
     return entries
 
 
-def _stat(values: list[float]) -> dict[str, float | None]:
+def _stat(values: list[float], spreads: list[float] | None = None) -> dict[str, float | None]:
     return {"n": len(values), "median": statistics.median(values) if values else None,
-            "p95": percentile(values, 95)}
+            "p95": percentile(values, 95), "spread": statistics.median(spreads) if spreads else None}
 
 
 def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]]:
-    """Median and p95 relative error across the suite, per component."""
+    """Median and p95 relative error across the suite, per component, and (with executor repeats) the
+    median spread of the executor's own runs."""
     out = {}
     for comp in ("ttft", "load_gpu", "full_replica", "recovery", "load_unit"):
-        errs = [e for s in entries for e in s.result.errors([comp])] if comp != "load_unit" else \
-            [r.rel_error for s in entries for r in s.result.unit_rows if r.rel_error is not None]
-        out[comp] = _stat(errs)
+        rows = [r for s in entries for r in (s.result.unit_rows if comp == "load_unit" else s.result.rows)
+                if r.component == comp]
+        out[comp] = _stat([r.rel_error for r in rows if r.rel_error is not None],
+                          [r.executor_spread for r in rows if r.executor_spread is not None])
     out["all"] = _stat([e for s in entries for e in s.result.errors()])
     return out
 
@@ -148,7 +158,7 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
     """One row per scenario: per-component median / p95 error and both mean TTFTs."""
     fields = ["scenario", "group", "sim_mean_ttft_s", "exe_mean_ttft_s", "median_error"]
     comps = ("ttft", "load_gpu", "full_replica", "recovery", "load_unit")
-    fields += [f"{c}_{k}" for c in comps for k in ("median", "p95")]
+    fields += [f"{c}_{k}" for c in comps for k in ("median", "p95", "spread")]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -156,7 +166,7 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
             stats = e.result.component_stats()
             row = {"scenario": e.result.scenario, "group": e.group, "sim_mean_ttft_s": e.sim_mean_ttft_s,
                    "exe_mean_ttft_s": e.exe_mean_ttft_s, "median_error": e.result.median_error}
-            row.update({f"{c}_{k}": stats[c][k] for c in comps for k in ("median", "p95")})
+            row.update({f"{c}_{k}": stats[c][k] for c in comps for k in ("median", "p95", "spread")})
             writer.writerow(row)
 
 
@@ -175,7 +185,8 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
                      f"{_pct(st['load_gpu']['median']):>8s} {_pct(e.result.median_error):>7s}")
     lines.append("")
     for comp, st in errors.items():
-        lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}")
+        noise = f"  executor spread (median) {_pct(st['spread'])}" if st.get("spread") is not None else ""
+        lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}{noise}")
     for r in ranks:
         lines.append(f"policy group {r['group']}: {r['variants']} variants ({r['plans']} distinct plans; executor "
                      f"spread over identical plans {_pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
@@ -185,11 +196,13 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
 
 
 def run_suite_command(folder: Path, params: CostParams, threshold: float, out: str | None, quick: bool,
-                      reuse: str | None = None) -> int:
+                      reuse: str | None = None, repeats: int = 1) -> int:
     """Run, print, write ``suite.csv``; 1 when the median error over all rows exceeds ``threshold``."""
+    if repeats < 1:
+        raise PipeBoostError(f"--repeats must be at least 1, got {repeats}")
     out_dir = Path(out or "runs/validation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = run_suite(suite_files(folder, quick), params, out_dir, Path(reuse) if reuse else None)
+    entries = run_suite(suite_files(folder, quick), params, out_dir, Path(reuse) if reuse else None, repeats)
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
     with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
@@ -212,11 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reuse-executor", default=None, metavar="DIR",
                         help="compare with the executor traces of an earlier suite output DIR (no executor run)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="executor runs per scenario; each quantity is their median (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_suite_command(Path(args.dir), load_params_file(args.params), args.threshold, args.out,
-                                 args.quick, args.reuse_executor)
+                                 args.quick, args.reuse_executor, args.repeats)
     except PipeBoostError as exc:
         print(f"pipeboost: error: {exc}", file=sys.stderr)
         return 2

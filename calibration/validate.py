@@ -15,9 +15,10 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from calibration.align import COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
+from calibration.repeats import merge_repeats, trace_name
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
 from pipeboost.metrics import percentile
@@ -36,6 +37,7 @@ class ValidationResult:
     rows: tuple[Row, ...]
     unit_rows: tuple[Row, ...]
     out_dir: Path
+    executor_runs: int = 1
 
     def errors(self, components: Iterable[str] = COMPONENTS) -> list[float]:
         wanted = set(components)
@@ -52,14 +54,16 @@ class ValidationResult:
         for comp in (*COMPONENTS, "load_unit"):
             rows = self.unit_rows if comp == "load_unit" else self.rows
             errs = [r.rel_error for r in rows if r.component == comp and r.rel_error is not None]
+            spreads = [r.executor_spread for r in rows if r.component == comp and r.executor_spread is not None]
             out[comp] = {"n": len(errs), "median": statistics.median(errs) if errs else None,
-                         "p95": percentile(errs, 95)}
+                         "p95": percentile(errs, 95), "spread": statistics.median(spreads) if spreads else None}
         return out
 
 
 def _write_rows(rows: Iterable[Row], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["component", "key", "sim_s", "executor_s", "rel_error"])
+        writer = csv.DictWriter(fh, fieldnames=["component", "key", "sim_s", "executor_s", "rel_error",
+                                                "executor_spread"])
         writer.writeheader()
         for row in rows:
             writer.writerow(row.as_dict())
@@ -89,40 +93,46 @@ def plot_side_by_side(sim: list[TraceRecord], exe: list[TraceRecord], path: Path
 
 
 def run_engines(scenario: Scenario, out_dir: Path, checkpoints: Path | None = None,
-                executor_trace: Path | None = None) -> tuple[list[TraceRecord], list[TraceRecord]]:
-    """Simulator and executor traces of ``scenario`` (executor checkpoints cached under ``checkpoints``).
+                executor_traces: Sequence[Path] = (), repeats: int = 1
+                ) -> tuple[list[TraceRecord], list[list[TraceRecord]]]:
+    """The simulator's trace of ``scenario`` and ``repeats`` executor traces (checkpoints cached under
+    ``checkpoints``).
 
-    ``executor_trace``: an executor trace of the same common scenario from an earlier run, read instead of
+    ``executor_traces``: executor traces of the same common scenario from an earlier run, read instead of
     replaying (the executor does not read ``params``, so a re-simulation with other params is compared
-    with the very same measurement)."""
+    with the very same measurements)."""
     from sim import run_simulation
 
     sim = run_simulation(scenario).trace
-    if executor_trace is not None:
-        return sim, read_jsonl(executor_trace)
+    if executor_traces:
+        return sim, [read_jsonl(p) for p in executor_traces]
     from executor.replay import replay_scenario
 
     work = (checkpoints or out_dir) / "run"
-    exe = replay_scenario(scenario, work_dir=work).trace
-    return sim, exe
+    return sim, [replay_scenario(scenario, work_dir=work).trace for _ in range(max(1, repeats))]
 
 
 def validate_scenario(scenario: Scenario, params: CostParams, out_dir: Path, plot: bool = True,
-                      checkpoints: Path | None = None, executor_trace: Path | None = None) -> ValidationResult:
-    """Run both engines on the common scenario; write traces, tables and the picture into ``out_dir``
-    (``executor_trace``: reuse a measured executor trace, see :func:`run_engines`)."""
+                      checkpoints: Path | None = None, executor_traces: Sequence[Path] = (),
+                      repeats: int = 1) -> ValidationResult:
+    """Run both engines on the common scenario (the executor ``repeats`` times; each measured quantity is
+    the median over the runs, :mod:`calibration.repeats`); write traces, tables and the picture into
+    ``out_dir`` (``executor_traces``: reuse measured executor traces, see :func:`run_engines`)."""
     out_dir = Path(out_dir)
     common = validation_scenario(scenario, params, out_dir)
-    sim, exe = run_engines(common, out_dir, checkpoints, executor_trace)
-    for name, trace in (("sim", sim), ("executor", exe)):
+    sim, exes = run_engines(common, out_dir, checkpoints, executor_traces, repeats)
+    for name in ("sim", "executor"):
         (out_dir / name).mkdir(parents=True, exist_ok=True)
-        write_jsonl(trace, out_dir / name / "trace.jsonl")
-    rows, units = compare_traces(sim, exe), unit_load_rows(sim, exe)
+    write_jsonl(sim, out_dir / "sim" / "trace.jsonl")
+    for run, exe in enumerate(exes):
+        write_jsonl(exe, out_dir / "executor" / trace_name(run))
+    rows = merge_repeats([compare_traces(sim, exe) for exe in exes])
+    units = merge_repeats([unit_load_rows(sim, exe) for exe in exes])
     _write_rows(rows, out_dir / "errors.csv")
     _write_rows(units, out_dir / "units.csv")
     if plot:
-        plot_side_by_side(sim, exe, out_dir / "timeline.png", scenario.name)
-    return ValidationResult(scenario.name, tuple(rows), tuple(units), out_dir)
+        plot_side_by_side(sim, exes[0], out_dir / "timeline.png", scenario.name)
+    return ValidationResult(scenario.name, tuple(rows), tuple(units), out_dir, len(exes))
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
@@ -140,8 +150,10 @@ def format_rows(result: ValidationResult) -> str:
     lines.append("")
     for comp, st in result.component_stats().items():
         if st["n"]:
+            noise = f"  executor spread over {result.executor_runs} runs {_fmt(st['spread'], True)}" \
+                if st["spread"] is not None else ""
             lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
-                         f"p95 {_fmt(st['p95'], True):>7s}")
+                         f"p95 {_fmt(st['p95'], True):>7s}{noise}")
     lines.append(f"overall median error {_fmt(result.median_error, True)}")
     return "\n".join(lines)
 
@@ -154,12 +166,13 @@ def run_validate_command(args: argparse.Namespace) -> int:
     if args.suite:
         from calibration.suite import run_suite_command
 
-        return run_suite_command(Path(args.suite), params, args.threshold, args.out, args.quick)
+        return run_suite_command(Path(args.suite), params, args.threshold, args.out, args.quick,
+                                 repeats=args.repeats)
     if not args.scenario:
         raise PipeBoostError("give a SCENARIO file or --suite DIR")
     scenario = load_scenario(args.scenario)
     out = Path(args.out or Path("runs") / f"validate-{scenario.name}")
-    result = validate_scenario(scenario, params, out)
+    result = validate_scenario(scenario, params, out, repeats=args.repeats)
     print(format_rows(result))
     print(f"\nwrote {out}/errors.csv, units.csv, timeline.png, sim/ and executor/ traces")
     median = result.median_error

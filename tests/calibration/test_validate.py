@@ -16,7 +16,8 @@ from pipeboost.scenario import load_scenario, save_params_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "scenarios" / "validation"
-TINY = SUITE / "opt-tiny-1cpu.yaml"
+OVERHEAD = ROOT / "scenarios" / "validation-overhead"
+TINY = OVERHEAD / "opt-tiny-1cpu.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,30 @@ def test_validate_writes_table_and_picture_and_exit_codes(params_file, tmp_path,
     assert {r["component"] for r in rows} >= {"ttft", "load_gpu"}
     assert (tmp_path / "a" / "timeline.png").stat().st_size > 1000
     assert _validate(TINY, "--params", params_file, "--threshold", "0", "--out", tmp_path / "b") == 1
+
+
+def test_repeats_take_each_quantity_as_the_median_of_the_runs_and_report_their_spread():
+    from calibration.align import Row
+    from calibration.repeats import merge_repeats
+
+    runs = [[Row("ttft", "req0", 1.0, 1.2), Row("load_gpu", "gpu0", 2.0, 2.0)],
+            [Row("ttft", "req0", 1.0, 1.0), Row("load_gpu", "gpu0", 2.0, None)],
+            [Row("ttft", "req0", 1.0, 1.1), Row("load_gpu", "gpu0", 2.0, 2.2), Row("recovery", "#0", None, 0.5)]]
+    ttft, load, recovery = merge_repeats(runs)
+    assert (ttft.key, ttft.sim_s, ttft.executor_s) == ("req0", 1.0, pytest.approx(1.1))
+    assert ttft.executor_spread == pytest.approx(0.2 / 1.1) and ttft.rel_error == pytest.approx(0.1 / 1.1)
+    assert load.executor_s == pytest.approx(2.1) and load.executor_spread == pytest.approx(0.2 / 2.1)
+    assert (recovery.sim_s, recovery.executor_s, recovery.executor_spread) == (None, 0.5, 0.0)
+    assert merge_repeats([runs[0]]) == runs[0]
+
+
+def test_validate_repeats_the_executor_and_writes_every_run(params_file, tmp_path, capsys):
+    assert _validate(TINY, "--params", params_file, "--threshold", "1000", "--out", tmp_path, "--repeats", "2") == 0
+    assert sorted(p.name for p in (tmp_path / "executor").iterdir()) == ["trace-2.jsonl", "trace.jsonl"]
+    with open(tmp_path / "errors.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["executor_spread"] != "" for r in rows if r["component"] == "ttft")
+    assert "executor spread over 2 runs" in capsys.readouterr().out
 
 
 def test_quick_suite_runs_and_writes_one_table(params_file, tmp_path, capsys):
