@@ -239,3 +239,32 @@ def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile
                                   tuple(s * fd for s in k.decode_s), k.decode_context_s * fd)
     return dataclasses.replace(profile, embed=kinds["embed"], layer=kinds["layer"], head=kinds["head"],
                                info={**profile.info, "in_run_factors": dict(factors)})
+
+
+def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str,
+                               dtype: str, link_bytes_per_s: float, n_devices: int, device_kind: str = "cpu",
+                               requests: int = 4, prompt_tokens: int = 32) -> tuple[float, int]:
+    """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
+
+    ``requests`` requests arrive at time zero on a ``pipeline_only`` plan over ``n_devices`` (each device
+    loads its own stage at ``link_bytes_per_s``) and prefill each decoder layer as it lands. For every layer
+    call made while loads run and no other device computes, ``(time / profile - 1) / (GB/s being copied)``;
+    the median of those (the in-run scaled ``profile`` is the no-load reference)."""
+    from executor.engine import run_executor
+
+    plan = pipeline_plan(preset, dtype, n_devices)
+    reqs = [Request(i, 0.0, prompt_tokens, 2) for i in range(requests)]
+    result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
+                          link_bandwidth_bytes_per_s=link_bytes_per_s)
+    loads = [(r.t_start_s, r.t_end_s) for r in result.trace if r.kind is TraceKind.LOAD]
+    layers = [r for r in result.trace if r.kind is TraceKind.PREFILL and r.layer is not None
+              and 0 <= int(r.layer) < model.num_layers]
+    values = []
+    for rec in layers:
+        mid = (rec.t_start_s + rec.t_end_s) / 2
+        copying = sum(1 for a, b in loads if a <= mid <= b)
+        alone = not any(o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s for o in layers)
+        if copying and alone:
+            ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens)
+            values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
+    return (max(0.0, float(np.median(values))) if values else 0.0), len(values)

@@ -14,13 +14,17 @@
    same family, :mod:`calibration.bench_runtime`): ``dispatch_s``, ``handoff_s``, ``step_start_s``, and a
    per-unit part added to ``unit_overhead_s`` (the fitted launch part and the runtime part are both in the
    provenance) and to the compute profiles;
-7. on CPU virtual devices, the host cores they share, the loaders' CPU per byte and per-unit work
-   (:mod:`calibration.bench_host`: ``host_cores``, ``copy_cpu_s_per_byte``, ``unit_load_cpu_s``);
+7. on CPU virtual devices, the host cores that compute threads share (:mod:`calibration.bench_host`:
+   ``host_cores``) and the loaders' per-unit work (``unit_load_cpu_s``; loader CPU per byte is kept in the
+   provenance);
 8. failure handling: an injected fault's detection delay and replan overhead
    (:mod:`calibration.bench_failure`: ``failure_detection_s``, ``replan_overhead_s``);
 9. compute profiles (:mod:`calibration.bench_profile`) of the model and of every ``profile_presets`` model:
    measured per-unit prefill and decode times that the cost model uses instead of the roofline for models
    of those shapes (``CostParams.compute_profiles``, each with the runtime overhead of step 6);
+10. on CPU virtual devices with a link cap, the slowdown of compute per GB/s copied while the devices load
+   (requests prefilling as units land, on the executor): ``compute_interference_per_gbps``
+   (:mod:`sim.interference`);
 
 then fits them with :func:`calibration.fit.fit_cost_params` and writes ``CostParams`` with provenance
 (machine, devices, date, package versions, executor git revision, residuals, raw figures). The suite
@@ -356,9 +360,10 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
         params = params.with_(compute_profiles=tuple(dataclasses.replace(p, runtime_overhead_s=float(runtime_s or 0.0))
                                                      for p in m.profiles))
     extras = m.extras or {}
-    if extras.get("host_cores") is not None:  # CPU virtual devices share the host's cores
-        params = params.with_(host_cores=float(extras["host_cores"]),
-                              copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)),
+    if extras.get("host_cores") is not None:  # CPU virtual devices: compute jobs share the host's cores;
+        # copies slow compute through sim.interference (measured on the executor), not through core shares
+        params = params.with_(host_cores=float(extras["host_cores"]), copy_cpu_s_per_byte=0.0,
+                              compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
                               unit_load_cpu_s=float(extras.get("unit_load_cpu_s", 0.0)))
     if extras.get("failure_detection_s") is not None:
         params = params.with_(failure_detection_s=float(extras["failure_detection_s"]),
@@ -404,6 +409,12 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     finally:
         bar.close()
     extras["runtime_overhead_per_unit_s"] = runtime_s
+    if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
+        n = min(len(devices), int(config.get("num_hidden_layers", 1)))
+        per_gbps, calls = bench_profile.load_interference_per_gbps(profiles[0], model, model_dir, req.preset,
+                                                                   dtype, req.link_gbps * 1e9, n)
+        extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
+        extras["compute_interference_per_gbps"] = per_gbps
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras, profiles)
     prov = build_provenance(req.devices, req.preset, dtype, {
         "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),

@@ -23,6 +23,10 @@ Default parameters and where they come from:
 * ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
   materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
   this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
+* ``compute_interference_per_job = compute_interference_per_gbps = 0``: the linear interference model of
+  :mod:`sim.interference` (CPU virtual devices): a compute job is slowed by this fraction per other device
+  computing on the node and per GB/s being copied to the node when it starts. With ``host_cores`` only
+  the copy term may be set (core sharing already slows devices against each other).
 * ``dispatch_s = handoff_s = step_start_s = 0``: the serving runtime's own latencies outside compute and
   copies (GPU servers: host-side launch and synchronisation; the CPU executor: thread wake-ups between
   its per-device workers). ``dispatch_s``: a request's arrival to its first unit on an idle device;
@@ -63,12 +67,15 @@ class CostParams:
     host_cores: float | None = None
     copy_cpu_s_per_byte: float = 0.0
     unit_load_cpu_s: float = 0.0
+    compute_interference_per_job: float = 0.0
+    compute_interference_per_gbps: float = 0.0
     dispatch_s: float = 0.0
     handoff_s: float = 0.0
     step_start_s: float = 0.0
     compute_profiles: tuple[ComputeProfile, ...] = field(default=(), hash=False)
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
-                                          hash=False)
+                                          hash=False, compare=False)
+    """Where the values come from (free-form metadata, not compared: it may hold NaN residuals)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

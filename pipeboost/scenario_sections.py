@@ -235,6 +235,10 @@ def parse_params(node: Node) -> CostParams:
         else:
             values[field_name] = node.get(field_name, float, default, check=_param_check(field_name))
     node.done()
+    if values.get("host_cores") is not None and values["compute_interference_per_job"] > 0:
+        raise node.error("host_cores and compute_interference_per_job both model devices slowing each other",
+                         "keep host_cores (core sharing) or compute_interference_per_job, not both",
+                         "compute_interference_per_job")
     return CostParams(**values)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Generator
+from typing import Generator, Sequence
 
 import simpy
 
@@ -31,7 +31,8 @@ from pipeboost.scenario_model import Scenario
 from pipeboost.trace import TraceKind, TraceRecord, sorted_records
 from pipeboost.workload import generate_requests
 from sim.faults import FaultBook
-from sim.hostcpu import HostCPU, cpu_capacities, host_cpu, loader_work
+from sim.hostcpu import HostCPU, compute, cpu_capacities, host_cpu, loader_work
+from sim.interference import Interference
 from sim.instance import Instance
 from sim.lora import AdapterBook
 from sim.memory import KVBook
@@ -99,7 +100,12 @@ class Simulation:
         self.gpus = [GPUState(self.env, g, scenario.memory_budget_bytes) for g in range(topo.num_gpus)]
         self.host_cpus: list[HostCPU] | None = None
         """Per GPU, its share of the node's host cores (``CostParams.host_cores``; None: not modelled)."""
+        self._node_networks: list[FluidNetwork] = []
         self._routes = self._build_networks()
+        self.interference: Interference | None = None
+        """Compute slowed by concurrent activity (``CostParams.compute_interference_*``; None: off)."""
+        if Interference.enabled(scenario.params):
+            self.interference = Interference(self.env, scenario.params, topo.gpus_per_node, self._node_networks)
         self.costs = StepCosts(scenario.params, topo.gpu, scenario.model)
         self.tp_costs = StepCosts(scenario.params, topo.gpu, scenario.model, tp=len(self.plan.gpus))
         self.recovery_fn = recovery_policy(scenario.policies.recovery)
@@ -130,6 +136,7 @@ class Simulation:
             if params.host_cores is not None:
                 caps.update(cpu_capacities(params, node, gpus))
             net = FluidNetwork(self.env, caps)
+            self._node_networks.append(net)
             routes.extend((net, names, params.transfer_latency_s + lat) for names, _, lat in paths)
             cpus.extend(host_cpu(params, net, node, g) for g in gpus)
         if params.host_cores is not None:
@@ -159,6 +166,21 @@ class Simulation:
             return self._routes[g][0], self.env.timeout(seconds)
         cpu = self.host_cpus[g]
         return cpu.net, loader_work(cpu, seconds)
+
+    def shared_compute(self, gpus: Sequence[int], seconds: float) -> Generator[simpy.Event, object, None]:
+        """A compute job of ``seconds`` (cost model) on ``gpus`` when host cores or interference are
+        modelled (it may take longer); callers use a plain timeout when :attr:`plain_compute`."""
+        if self.interference is not None:
+            yield from self.interference.compute(gpus, seconds, self.host_cpus)
+        elif self.host_cpus is not None:
+            yield from compute([self.host_cpus[g] for g in gpus], seconds)
+        else:
+            yield self.env.timeout(seconds)
+
+    @property
+    def plain_compute(self) -> bool:
+        """True when compute takes exactly its cost-model time (no host cores, no interference)."""
+        return self.host_cpus is None and self.interference is None
 
     # ---- processes on GPUs ------------------------------------------------------------------
     def spawn_on(self, gen: Generator, gpus: tuple[int, ...]) -> simpy.Process:

@@ -132,6 +132,10 @@ class FluidNetwork:
     def active_flows(self) -> int:
         return len(self._flows)
 
+    def total_rate_bytes_per_s(self) -> float:
+        """Sum of the current rates of the flows in progress (units per second)."""
+        return sum(f.rate_bytes_per_s for f in self._flows.values())
+
     def transfer(self, links: tuple[str, ...], nbytes: float, latency_s: float = 0.0,
                  weights: tuple[float, ...] | None = None, scale: float = 1.0) -> simpy.Event:
         """Start moving ``nbytes`` over ``links`` after ``latency_s``; the returned event fires at completion.

@@ -32,7 +32,6 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
-from sim.hostcpu import compute
 from sim.pool import RELEASE
 from sim.state import ReqState
 
@@ -224,11 +223,10 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
                 inst.ctx.start_decode(g)
             durations = [unit_cost(u) for u in units[i:j]]
             t0 = env.now
-            cpus = inst.ctx.host_cpus
-            if cpus is None:
+            if inst.ctx.plain_compute:
                 yield env.timeout(sum(durations))
-            else:  # host cores shared: the job may stretch; records stretch in proportion
-                yield from compute((cpus[g],), sum(durations))
+            else:  # host cores shared or interference: the job may stretch; records stretch in proportion
+                yield from inst.ctx.shared_compute((g,), sum(durations))
                 stretch = (env.now - t0) / sum(durations) if sum(durations) > 0 else 1.0
                 durations = [d * stretch for d in durations]
             _record(inst, g, s, kind, units[i:j], durations, t0, reqs)

@@ -31,7 +31,6 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
-from sim.hostcpu import compute
 from sim.pool import RELEASE
 from sim.state import ReqState
 from sim.stepcost import StepCosts
@@ -117,7 +116,6 @@ class _Server:
         self.sequential = ctx.scenario.serving.replica_prefill == "sequential"
         self.lead = ctx.gpus[gpus[0]]
         self.per_gpu = [(g, self.kv.token_bytes(inst.partition.num_layers, costs.tp)) for g in gpus]
-        self.cpus = None if ctx.host_cpus is None else [ctx.host_cpus[g] for g in gpus]
         self.running: list[ReqState] = []
         self.context = 0  # total cached context of ``running``, tokens
         self.held = 0  # KV tokens reserved for ``running``
@@ -231,10 +229,10 @@ class _Server:
 
     def _busy(self, duration: float) -> Generator[simpy.Event, object, float]:
         t0 = self.env.now
-        if self.cpus is None:
+        if self.ctx.plain_compute:
             yield self.env.timeout(duration)
         else:
-            yield from compute(self.cpus, duration)
+            yield from self.ctx.shared_compute(self.gpus, duration)
         return t0
 
     def _tokens(self, reqs: list[ReqState]) -> tuple[list[ReqState], int]:

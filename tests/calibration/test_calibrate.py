@@ -39,12 +39,16 @@ def test_params_file_loads_with_provenance(params_path):
     assert prov["wall_s"] < 30
 
 
-def test_shared_host_cores_and_failure_handling_are_measured(params_path):
+def test_interference_runtime_latencies_and_failure_handling_are_measured(params_path):
     params = load_params_file(params_path)
     prov = params.provenance
     assert 1.0 <= params.host_cores <= 2.0  # two virtual devices: between one and two cores' worth
-    assert params.copy_cpu_s_per_byte > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
+    assert params.copy_cpu_s_per_byte == 0.0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
+    per_gbps, calls = prov["load_interference_per_gbps_calls"]
+    assert calls >= 1 and params.compute_interference_per_gbps == per_gbps >= 0
+    assert params.compute_interference_per_job == 0.0
     assert len(prov["effective_cores_threads_alone_together"]) == 4
+    assert params.dispatch_s > 0 and params.handoff_s > 0 and params.step_start_s > 0
     assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0
     assert prov["resume_s"] > 0 and params.unit_load_cpu_s > 0
 

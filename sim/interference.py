@@ -1,0 +1,77 @@
+"""Compute slowed by concurrent activity on the same node (opt-in, a linear interference model).
+
+On CPU virtual devices a device's compute runs slower while other devices compute (shared memory
+bandwidth and caches) and while weights are being copied (a loader's memcpy bursts take the memory bus
+and the cache, and the loader thread, waking from its pacing sleep, preempts compute threads). Measured
+on the executor, neither effect behaves like a share of a fixed number of cores: two devices computing
+during loads are slowed by about the sum of the two effects, and the copies themselves keep their link
+rate. So, with ``CostParams.compute_interference_per_job`` (alpha) or ``compute_interference_per_gbps``
+(beta) set, a compute job of cost-model duration ``d`` that starts on GPU ``g`` takes
+
+    d x (1 + alpha x (other GPUs of the node computing now) + beta x (GB/s being copied to the node now))
+
+seconds; the factor is taken when the job starts (unit jobs are milliseconds, load phases hundreds) and the
+job then counts as computing for the others. Copies are not slowed. With both 0 (the default) nothing here
+is used.
+
+With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
+slowing each other, so alpha must be 0: the scenario loader refuses both) and the copy term stretches
+each job's work before it enters the core-sharing network: calibration uses this combination on CPU
+virtual devices (cores for compute against compute, the measured copy term for loads).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator, Sequence
+
+import simpy
+
+from sim.hostcpu import compute
+
+if TYPE_CHECKING:
+    from pipeboost.costs import CostParams
+    from sim.hostcpu import HostCPU
+    from sim.network import FluidNetwork
+
+
+class Interference:
+    """Who computes on each node now, and the slowdown factor of a job starting on a GPU."""
+
+    def __init__(self, env: simpy.Environment, params: "CostParams", gpus_per_node: int,
+                 networks: Sequence["FluidNetwork"]) -> None:
+        self.env = env
+        self.per_job = params.compute_interference_per_job
+        self.per_gbps = params.compute_interference_per_gbps
+        self.gpus_per_node = gpus_per_node
+        self.networks = list(networks)
+        self.computing: list[dict[int, int]] = [{} for _ in self.networks]
+
+    @staticmethod
+    def enabled(params: "CostParams") -> bool:
+        return params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
+
+    def factor(self, g: int) -> float:
+        """``1 + alpha x others computing + beta x GB/s copied`` on GPU ``g``'s node, now."""
+        node = g // self.gpus_per_node
+        others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
+        copy_gbps = self.networks[node].total_rate_bytes_per_s() / 1e9
+        return 1.0 + self.per_job * others + self.per_gbps * copy_gbps
+
+    def compute(self, gpus: Sequence[int], seconds: float,
+                host_cpus: Sequence["HostCPU"] | None = None) -> Generator[simpy.Event, object, None]:
+        """A compute job of ``seconds`` (cost model) on ``gpus`` at once, stretched by the largest factor;
+        on the host cores of ``host_cpus`` (per GPU) when they are modelled, else a timeout."""
+        if seconds <= 0.0:
+            return
+        stretch = max(self.factor(g) for g in gpus)
+        for g in gpus:
+            jobs = self.computing[g // self.gpus_per_node]
+            jobs[g] = jobs.get(g, 0) + 1
+        try:
+            if host_cpus is None:
+                yield self.env.timeout(seconds * stretch)
+            else:
+                yield from compute([host_cpus[g] for g in gpus], seconds * stretch)
+        finally:
+            for g in gpus:
+                self.computing[g // self.gpus_per_node][g] -= 1

@@ -1,0 +1,81 @@
+"""The linear interference model (sim.interference): compute stretched by concurrent copies and compute."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pipeboost.costs import unit_compute_s
+from pipeboost.trace import TraceKind
+from sim import run_simulation
+from sim_scenarios import LINK_BYTES_PER_S, of_kind, tiny_scenario
+
+EXACT = dict(rel=1e-12, abs=1e-15)
+
+
+def _prefills(sc, request=0):
+    res = run_simulation(sc)
+    return res, of_kind(res.trace, TraceKind.PREFILL, request=request)
+
+
+def test_compute_during_a_copy_is_stretched_by_the_copy_rate():
+    """One GPU, execute-while-load: each unit's prefill runs while the next unit copies at the link rate,
+    so it takes cost x (1 + beta x GB/s); the last units, computed after the load, take their cost."""
+    base = tiny_scenario("pipeboost", gpus=1, cold_start_gpus=1, prompt=16, output=1)
+    beta = 0.05
+    sc = replace(base, params=replace(base.params, compute_interference_per_gbps=beta))
+    res, prefills = _prefills(sc)
+    loads = of_kind(res.trace, TraceKind.LOAD)
+    last_load = max(r.t_end_s for r in loads)
+    stretched = 1.0 + beta * LINK_BYTES_PER_S / 1e9
+    for rec in prefills:
+        cost = unit_compute_s(sc.params, sc.topology.gpu, sc.model, rec.layer, 16)
+        copying = any(r.t_start_s <= rec.t_start_s < r.t_end_s for r in loads)
+        assert rec.duration_s == pytest.approx(cost * (stretched if copying else 1.0), **EXACT)
+    assert any(r.t_start_s < last_load for r in prefills) and any(r.t_start_s >= last_load for r in prefills)
+    plain, _ = _prefills(base)
+    assert res.trace != plain.trace
+
+
+def test_factor_counts_other_gpus_computing_and_the_node_copy_rate():
+    import simpy
+
+    from pipeboost.costs import CostParams
+    from sim.interference import Interference
+    from sim.network import FluidNetwork
+
+    env = simpy.Environment()
+    nets = [FluidNetwork(env, {"link0": 2e9}), FluidNetwork(env, {"link1": 2e9})]
+    it = Interference(env, CostParams(compute_interference_per_job=0.25, compute_interference_per_gbps=0.05), 2,
+                      nets)
+    assert it.factor(0) == 1.0
+    nets[0].transfer(("link0",), 4e9)
+    env.run(until=0.1)
+    assert it.factor(0) == pytest.approx(1.1)  # 2 GB/s copied to node 0
+    assert it.factor(2) == 1.0  # another node
+    ends = []
+
+    def job(g, seconds):
+        yield from it.compute((g,), seconds)
+        ends.append((g, env.now))
+    env.process(job(1, 1.0))  # starts at 0.1 with the copy running: 1.1 s
+    env.run(until=0.2)
+    assert it.factor(0) == pytest.approx(1.35) and it.factor(1) == pytest.approx(1.1)
+    env.process(job(0, 1.0))  # starts at 0.2: gpu 1 computing and 2 GB/s copied -> 1.35 s
+    env.run()
+    assert ends == [(1, pytest.approx(1.2)), (0, pytest.approx(1.55))]
+    assert it.factor(0) == 1.0
+
+
+def test_host_cores_and_per_job_interference_are_refused_together(tmp_path):
+    from pipeboost.errors import ScenarioError
+    from pipeboost.scenario import load_params_file
+
+    path = tmp_path / "p.yaml"
+    path.write_text("host_cores: 2.0\ncompute_interference_per_job: 0.1\n")
+    with pytest.raises(ScenarioError, match=r"p.yaml: compute_interference_per_job: host_cores and "
+                                            r"compute_interference_per_job both model"):
+        load_params_file(path)
+    path.write_text("host_cores: 2.0\ncompute_interference_per_gbps: 0.1\n")
+    assert load_params_file(path).compute_interference_per_gbps == 0.1
