@@ -4,7 +4,8 @@
 
 1. start-up: the engine's own start (tracer, loaders building meta modules) up to the first LOAD, plus the
    costs paid before time zero (arena first touch; a cold Python process start when the budget allows);
-2. whole-unit loads of a seeded random checkpoint of the model on all devices at once (real unit sizes);
+2. whole-unit loads of a seeded random checkpoint of the model on all devices at once (real unit sizes),
+   at the link cap and without one (the loaders' own aggregate limit becomes the ``host_mem`` link);
 3. copy time vs size (4 KiB upwards) per device alone, then all devices at once;
 4. per-unit compute: prefill vs tokens for embedding, decoder layer and head; decode vs batch and context
    (one device alone, fitted), and a few points with every device computing at once (the slowdown is
@@ -178,6 +179,10 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
         extras["loader_cpu_s_wall_s_bytes"] = [[r.cpu_s, r.wall_s, sum(x[2] for x in r.loads)] for r in runs]
         extras["copy_cpu_s_per_byte"] = float(np.median(per_byte))
         extras["unit_load_cpu_s"] = _unit_load_cpu_s(req, config, devices, link)
+    if link and len(devices) > 1:  # the loaders' own aggregate limit: all devices at once, no link cap
+        free = [bench_load.measure_unit_loads(model_dir, devices, None) for _ in range(2)]
+        extras["uncapped_load_aggregate_bytes_per_s"] = max(
+            sum(x[2] for x in r.loads) / max(r.wall_s - r.startup_s, 1e-9) for r in free)
     loads = tuple(x for r in runs for x in r.loads)
     startup = float(np.median([r.startup_s for r in runs]))
     extras["startup_s_runs"] = [r.startup_s for r in runs]
@@ -307,6 +312,9 @@ def _link_terms(params: CostParams, m: Measurements, req: CalibrationRequest) ->
         shared = {"aggregate_bytes_per_s": aggregate, "sum_alone_bytes_per_s": sum(bws.values())}
         if aggregate < 0.9 * sum(bws.values()):
             overrides["host_mem"] = aggregate
+    uncapped = (m.extras or {}).get("uncapped_load_aggregate_bytes_per_s")
+    if uncapped:  # more devices or faster links than calibrated meet the loaders' own limit
+        overrides["host_mem"] = min(overrides.get("host_mem", uncapped), uncapped)
     changes["link_bandwidth_overrides_bytes_per_s"] = overrides
     if m.unit_loads is not None:
         changes["startup_s"] = m.unit_loads.startup_s

@@ -86,6 +86,9 @@ class RequestPool:
     def token(self, req: ReqState, t_s: float, gpu: int | None) -> bool:
         """Record one output token of ``req`` at ``t_s``; returns True when the request finished."""
         req.generated += 1
+        if req.watch is not None:  # a recovery waits for this request's next token
+            watch, req.watch = req.watch, None
+            watch.succeed(t_s)
         tracer = self.tracer
         if req.generated == 1:
             tracer.instant(TraceKind.FIRST_TOKEN, t_s, gpu=gpu, request=req.id)

@@ -7,14 +7,16 @@ pipeline pauses) -> DETECT at ``t + failure_detection_s`` -> REPLAN ``replan_ove
   policy maps the lost stages onto survivors (``reroute_to_holder`` prefers a GPU that already holds
   them; ``reload_on_survivors`` the least busy one). A survivor missing units of a stage it takes over
   loads them first (pushed to the front of its load queue; later replica loads are dropped if memory
-  would not suffice). RECOVERY spans from the failure until those units are resident;
-* replicas serve, or the GPU was not a stage GPU: nothing to re-plan (``requeue``); RECOVERY ends at
-  REPLAN;
+  would not suffice);
+* replicas serve, or the GPU was not a stage GPU: nothing to re-plan (``requeue``);
 * tensor-parallel group, no survivor, or the policy cannot place the stages: the instance is abandoned
   (its survivors released) and the engine starts another instance if GPUs remain.
 
 In every case the requests whose work was lost are requeued at the front of the queue at REPLAN and
-re-prefilled (prompt plus generated tokens), so no request is lost.
+re-prefilled (prompt plus generated tokens), so no request is lost. RECOVERY spans from the failure to the
+first token one of those moved requests produces (after any reload of stages it needs), or to REPLAN when
+no request was in flight: the executor's definition (:mod:`executor.recovery`), so both engines report
+the same quantity.
 """
 
 from __future__ import annotations
@@ -50,14 +52,13 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
     if ctx.scenario.params.replan_overhead_s > 0.0:  # deciding the recovery plan takes time
         yield env.timeout(ctx.scenario.params.replan_overhead_s)
     alive = tuple(h for h in inst.gpus if ctx.gpus[h].alive)
-    waits: list[simpy.Event] = []
     try:
         if not inst.live:
             _replan_record(inst, g, "none", {"reason": "instance already gone"})
         elif inst.mode == "tensor_parallel" or not alive:
             raise PlanError("tensor-parallel group broken" if alive else "no surviving GPU in the instance")
         elif inst.pipeline_open and g in inst.stage_gpus:
-            waits = _apply(inst, g, alive)
+            _apply(inst, g, alive)
         else:
             _replan_record(inst, g, "requeue", {})
     except PlanError as err:
@@ -69,11 +70,17 @@ def _recover(inst: "Instance", g: int, t_fail: float) -> Generator[simpy.Event, 
         ctx.autoscale()
         return
     inst.recovering -= 1
+    moved = [r for r in inst.orphans if not r.done]
+    for r in moved:
+        if r.watch is None:  # (an earlier recovery may already wait for this request's next token)
+            r.watch = env.event()
+    watches = [r.watch for r in moved]
     inst.requeue_orphans()
     inst.kick()
-    if waits:
-        yield simpy.AllOf(env, waits)
-    ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now, attrs={"failed_gpu": g, "outcome": "resumed"})
+    if watches:  # service resumes with the first token a moved request produces (after any reload)
+        yield simpy.AnyOf(env, watches)
+    ctx.tracer.interval(TraceKind.RECOVERY, t_fail, env.now,
+                        attrs={"failed_gpu": g, "outcome": "resumed", "requests": sorted(r.id for r in moved)})
 
 
 def _replan_record(inst: "Instance", g: int, policy: str, attrs: dict) -> None:
@@ -81,8 +88,8 @@ def _replan_record(inst: "Instance", g: int, policy: str, attrs: dict) -> None:
                             attrs={"failed_gpu": g, "instance": inst.iid, "policy": policy, **attrs})
 
 
-def _apply(inst: "Instance", g: int, alive: tuple[int, ...]) -> list[simpy.Event]:
-    """Run the recovery policy and carry its plan out; returns readiness events to wait for."""
+def _apply(inst: "Instance", g: int, alive: tuple[int, ...]) -> None:
+    """Run the recovery policy and carry its plan out (survivors load the stages they take over first)."""
     ctx = inst.ctx
     resident = {h: set(ctx.gpus[h].resident) for h in alive}
     plan: RecoveryPlan = ctx.recovery_fn(inst.partition, tuple(inst.stage_gpus), g, resident, alive)
@@ -92,11 +99,6 @@ def _apply(inst: "Instance", g: int, alive: tuple[int, ...]) -> list[simpy.Event
         _load_first(inst, h, stages)
     inst.stage_gpus = list(plan.stage_gpus)
     _replan_record(inst, g, plan.policy, {"plan": plan.to_dict()})
-    waits = []
-    for h, stages in plan.load_first:
-        for s in stages:
-            waits.extend(ctx.gpus[h].ready_event(u) for u in inst.partition.units_of_stage(s))
-    return waits
 
 
 def _load_first(inst: "Instance", h: int, stages: tuple[int, ...]) -> None:

@@ -71,7 +71,7 @@ def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[Req
     freed = 0
     for r in running:
         nxt = r.generated + 1
-        if fast and 1 < nxt < r.output:
+        if fast and 1 < nxt < r.output and r.watch is None:
             r.generated = nxt
             keep(r)
             context += r.prompt + nxt - 1

@@ -67,7 +67,7 @@ class GPUState:
 class ReqState:
     """Progress of one request: ``generated`` output tokens so far (0 before the first token)."""
 
-    __slots__ = ("id", "arrival_s", "prompt", "output", "generated", "done", "adapter")
+    __slots__ = ("id", "arrival_s", "prompt", "output", "generated", "done", "adapter", "watch")
 
     def __init__(self, rid: int, arrival_s: float, prompt: int, output: int, adapter: str | None = None) -> None:
         self.id = rid
@@ -77,6 +77,8 @@ class ReqState:
         self.generated = 0
         self.done = False
         self.adapter = adapter
+        self.watch: object = None
+        """A simpy event to succeed at this request's next token (recovery waits for moved requests)."""
 
     @property
     def prefill_tokens(self) -> int:

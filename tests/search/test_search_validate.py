@@ -25,7 +25,7 @@ def test_search_validate_runs_the_best_trial_on_the_executor(tmp_path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  policies.partition: [even_layers, balanced_bytes]\n"
                      "objectives:\n  - {metric: ttft_mean_s, direction: minimize}\n")
-    scenario = ROOT / "scenarios" / "validation" / "opt-tiny-2cpu--even-next.yaml"
+    scenario = ROOT / "scenarios" / "validation-overhead" / "opt-tiny-2cpu--even-next.yaml"
     out = tmp_path / "out"
     assert main(["search", str(scenario), "--space", str(space), "--trials", "2", "--validate", "1",
                  "--out", str(out)]) == 0

@@ -13,7 +13,7 @@ from pipeboost.trace import TraceKind
 from sim import run_simulation
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_SCENARIOS = {"params", "search", "validation"}
+NOT_SCENARIOS = {"params", "search", "validation", "validation-overhead"}
 SCENARIOS = sorted(p for p in (ROOT / "scenarios").rglob("*.yaml")
                    if not NOT_SCENARIOS & set(p.relative_to(ROOT / "scenarios").parts[:-1]))
 
