@@ -397,7 +397,7 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
     model_dir = _checkpoint(req, config, dtype)
     budget = Budget(req.budget_s)
-    bar = Progress(total=24 + 10 * (1 + len(req.profile_presets)), enabled=req.progress)
+    bar = Progress(total=24 + 14 * len(dict.fromkeys((req.preset, *req.profile_presets))), enabled=req.progress)
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)

@@ -36,6 +36,8 @@ from pipeboost.trace import read_jsonl
 log = logging.getLogger(__name__)
 
 BEST_POLICY_TOLERANCE = 0.05
+GOAL_MEDIAN, GOAL_P95 = 0.05, 0.10
+"""The accuracy goal the suite reports against (median / p95 relative error of TTFT and load time)."""
 DEFAULT_DIR = Path("scenarios/validation")
 
 
@@ -187,11 +189,19 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     for comp, st in errors.items():
         noise = f"  executor spread (median) {_pct(st['spread'])}" if st.get("spread") is not None else ""
         lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}{noise}")
+    lines.append("")
+    for comp in ("ttft", "load_gpu"):
+        st = errors.get(comp, {})
+        med, p95 = st.get("median"), st.get("p95")
+        met = med is not None and p95 is not None and med <= GOAL_MEDIAN and p95 <= GOAL_P95
+        lines.append(f"goal {comp}: median <= {_pct(GOAL_MEDIAN)} and p95 <= {_pct(GOAL_P95)}: "
+                     f"{'met' if met else 'not met'} ({_pct(med)} / {_pct(p95)})")
     for r in ranks:
         lines.append(f"policy group {r['group']}: {r['variants']} variants ({r['plans']} distinct plans; executor "
                      f"spread over identical plans {_pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
                      f"sim best {r['sim_best']} ({_pct(r['best_gap'])} from measured best "
-                     f"{r['exe_best']}): {'ok' if r['best_within_5pct'] else 'NOT within 5%'}")
+                     f"{r['exe_best']}): {'ok' if r['best_within_5pct'] else 'NOT within 5%'}; goal Spearman >= 0.9: "
+                     f"{'met' if r['spearman'] >= 0.9 else 'not met'}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,61 @@
+"""Ablation of the cost-model terms: the suite re-simulated against the SAME executor traces, one term off.
+
+Reads the executor traces of an earlier suite run (``--reuse``, all its repeats) and re-simulates every
+scenario with the calibrated params, then with one term removed at a time (compute profiles -> roofline
+fit, runtime latencies, copy interference, shared host cores). Because the measurements are identical,
+the differences are the terms' own contribution. Prints one table against the goal (5% / 10%).
+
+    .venv/bin/python benchmarks/bench_calibration_ablation.py --params scenarios/params/cpu2-opt125m.yaml \\
+        --reuse runs/validation-final
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from calibration.suite import rank_agreement, run_suite, suite_errors, suite_files
+from pipeboost.costs import CostParams
+from pipeboost.scenario import load_params_file
+
+GOAL = "median <= 5%, p95 <= 10%"
+
+
+def variants(params: CostParams) -> dict[str, CostParams]:
+    """The calibrated params and one variant per removed term."""
+    return {
+        "calibrated (all terms)": params,
+        "no compute profiles (roofline fit)": params.with_(compute_profiles=()),
+        "no runtime latencies": params.with_(dispatch_s=0.0, handoff_s=0.0, step_start_s=0.0),
+        "no copy interference": params.with_(compute_interference_per_gbps=0.0),
+        "no shared host cores": params.with_(host_cores=None),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--reuse", required=True, help="suite output folder with executor traces")
+    parser.add_argument("--dir", default="scenarios/validation")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    files = suite_files(Path(args.dir))
+    print(f"{'variant':36s} {'TTFT median':>11s} {'TTFT p95':>9s} {'load median':>11s} {'load p95':>9s} "
+          f"{'Spearman':>9s}   goal {GOAL}")
+    for name, params in variants(load_params_file(args.params)).items():
+        with tempfile.TemporaryDirectory() as tmp:
+            entries = run_suite(files, params, Path(tmp), reuse=Path(args.reuse))
+        errors, ranks = suite_errors(entries), rank_agreement(entries)
+        rho = " ".join(f"{r['spearman']:.2f}" for r in ranks)
+        print(f"{name:36s} {_pct(errors['ttft']['median']):>11s} {_pct(errors['ttft']['p95']):>9s} "
+              f"{_pct(errors['load_gpu']['median']):>11s} {_pct(errors['load_gpu']['p95']):>9s} {rho:>9s}")
+
+
+if __name__ == "__main__":
+    main()
