@@ -16,6 +16,9 @@ contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cor
   which the executor overlaps with the emulated link time: seen only where units are small, so it is
   measured on a tiny model of the same family, one device, as the median of (unit load time - link time).
 
+* :func:`loads_while_computing` and :func:`copy_interference_per_job`: the loaders' aggregate rate while
+  every device computes, relative to alone: ``copy_interference_per_job`` of :mod:`sim.interference`.
+
 On CUDA devices none of these applies (copy engines and SMs are not host cores): the caller skips them.
 """
 
@@ -109,4 +112,40 @@ def unit_load_cpu_s(run: UnitLoadRun, link_bytes_per_s: float | None) -> float:
     extra = sorted(max(0.0, sec - (n / link_bytes_per_s if link_bytes_per_s else 0.0)) for _, _, n, sec in run.loads)
     value = extra[len(extra) // 2] if extra else 0.0
     log.info("per-unit loader work: %.3g s (median over %d small units)", value, len(extra))
+    return value
+
+
+def loads_while_computing(benches: list[UnitBench], load: Callable[[], UnitLoadRun], tokens: int = 32,
+                          threads: int = 1) -> UnitLoadRun:
+    """``load()`` (every device cold-loading, as :func:`calibration.bench_load.measure_unit_loads`) while one
+    thread per bench runs decoder-layer prefills back to back (``threads`` torch threads each)."""
+    stop = threading.Event()
+
+    def spin(bench: UnitBench) -> None:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            while not stop.is_set():
+                bench.prefill(0, tokens, 1)
+    workers = [threading.Thread(target=spin, args=(b,)) for b in benches]
+    for th in workers:
+        th.start()
+    try:
+        return load()
+    finally:
+        stop.set()
+        for th in workers:
+            th.join()
+
+
+def load_rate_bytes_per_s(run: UnitLoadRun) -> float:
+    """Aggregate bytes per second of a load run (time zero after start-up to the last unit landing)."""
+    return sum(n for _, _, n, _ in run.loads) / max(run.wall_s - run.startup_s, 1e-9)
+
+
+def copy_interference_per_job(alone: UnitLoadRun, computing: UnitLoadRun, n_computing: int) -> float:
+    """``copy_interference_per_job`` of :mod:`sim.interference`: (alone rate / rate while ``n_computing``
+    devices compute - 1) / ``n_computing``, at least 0."""
+    ratio = load_rate_bytes_per_s(alone) / load_rate_bytes_per_s(computing)
+    value = max(0.0, ratio - 1.0) / max(n_computing, 1)
+    log.info("loads %.2fx slower while %d devices compute -> %.3f per computing device", ratio, n_computing, value)
     return value

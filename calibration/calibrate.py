@@ -16,8 +16,9 @@
    per-unit part added to ``unit_overhead_s`` (the fitted launch part and the runtime part are both in the
    provenance) and to the compute profiles;
 7. on CPU virtual devices, the host cores that compute threads share (:mod:`calibration.bench_host`:
-   ``host_cores``) and the loaders' per-unit work (``unit_load_cpu_s``; loader CPU per byte is kept in the
-   provenance);
+   ``host_cores``), how much slower the loaders copy while every device computes
+   (``copy_interference_per_job``) and the loaders' per-unit work (``unit_load_cpu_s``; loader CPU per byte is
+   kept in the provenance);
 8. failure handling: an injected fault's detection delay and replan overhead
    (:mod:`calibration.bench_failure`: ``failure_detection_s``, ``replan_overhead_s``);
 9. compute profiles (:mod:`calibration.bench_profile`) of the model and of every ``profile_presets`` model:
@@ -228,8 +229,21 @@ def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torc
     return samples, concurrent
 
 
+def _copy_interference(benches: list, model_dir: Path, devices: list[torch.device], link: float | None,
+                       extras: dict[str, Any], threads: int) -> None:
+    """``copy_interference_per_job``: every device loads (at the link cap) alone, then while every device
+    computes; rates and the coefficient into ``extras``."""
+    alone = bench_load.measure_unit_loads(model_dir, devices, link)
+    busy = bench_host.loads_while_computing(benches, lambda: bench_load.measure_unit_loads(model_dir, devices, link),
+                                            threads=threads)
+    extras["load_rate_alone_computing_bytes_per_s"] = [bench_host.load_rate_bytes_per_s(alone),
+                                                       bench_host.load_rate_bytes_per_s(busy)]
+    extras["copy_interference_per_job"] = bench_host.copy_interference_per_job(alone, busy, len(benches))
+
+
 def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str, Any], dtype: str,
-                   bar: Progress, extras: dict[str, Any], threads: int = 1) -> tuple[list, list, float | None]:
+                   bar: Progress, extras: dict[str, Any], model_dir: Path, link: float | None,
+                   threads: int = 1) -> tuple[list, list, float | None]:
     """Compute and hop samples, the concurrent slowdown and (CPU devices) effective host cores into ``extras``."""
     bar.stage("compute")
     deadline = budget.phase(SHARES["compute"])
@@ -253,6 +267,7 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
             extras["effective_cores_threads_alone_together"] = [cores.effective_cores, cores.threads,
                                                                 cores.alone_s, cores.together_s]
             extras["host_cores"] = bench_host.host_cores_param(cores)
+            _copy_interference(benches, model_dir, devices, link, extras, threads)
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])
         dst = devices[1] if len(devices) > 1 else devices[0]
@@ -372,6 +387,7 @@ def fit_measurements(m: Measurements, req: CalibrationRequest, gpu: GPUSpec, mod
         # copies slow compute through sim.interference (measured on the executor), not through core shares
         params = params.with_(host_cores=float(extras["host_cores"]), copy_cpu_s_per_byte=0.0,
                               compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
+                              copy_interference_per_job=float(extras.get("copy_interference_per_job", 0.0)),
                               unit_load_cpu_s=float(extras.get("unit_load_cpu_s", 0.0)))
     if extras.get("failure_detection_s") is not None:
         params = params.with_(failure_detection_s=float(extras["failure_detection_s"]),
@@ -401,7 +417,8 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
-        computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras)
+        computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras, model_dir,
+                                                  req.link_gbps * 1e9 if req.link_gbps else None)
         bar.stage("runtime step overhead")
         budget.phase(SHARES["runtime"])
         runtime = _runtime_latencies(req, config, devices, dtype)

@@ -27,6 +27,8 @@ Default parameters and where they come from:
   :mod:`sim.interference` (CPU virtual devices): a compute job is slowed by this fraction per other device
   computing on the node and per GB/s being copied to the node when it starts. With ``host_cores`` only
   the copy term may be set (core sharing already slows devices against each other).
+  ``copy_interference_per_job = 0``: the other direction: every weight copy to a node runs at its links'
+  capacity / (1 + this x GPUs of the node computing), changing as compute jobs start and end.
 * ``dispatch_s = handoff_s = step_start_s = 0``: the serving runtime's own latencies outside compute and
   copies (GPU servers: host-side launch and synchronisation; the CPU executor: thread wake-ups between
   its per-device workers). ``dispatch_s``: a request's arrival to its first unit on an idle device;
@@ -69,6 +71,7 @@ class CostParams:
     unit_load_cpu_s: float = 0.0
     compute_interference_per_job: float = 0.0
     compute_interference_per_gbps: float = 0.0
+    copy_interference_per_job: float = 0.0
     dispatch_s: float = 0.0
     handoff_s: float = 0.0
     step_start_s: float = 0.0

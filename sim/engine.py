@@ -105,7 +105,8 @@ class Simulation:
         self.interference: Interference | None = None
         """Compute slowed by concurrent activity (``CostParams.compute_interference_*``; None: off)."""
         if Interference.enabled(scenario.params):
-            self.interference = Interference(self.env, scenario.params, topo.gpus_per_node, self._node_networks)
+            self.interference = Interference(self.env, scenario.params, topo.gpus_per_node, self._node_networks,
+                                             {g: route[1][-1] for g, route in enumerate(self._routes)})
         self.costs = StepCosts(scenario.params, topo.gpu, scenario.model)
         self.tp_costs = StepCosts(scenario.params, topo.gpu, scenario.model, tp=len(self.plan.gpus))
         self.recovery_fn = recovery_policy(scenario.policies.recovery)

@@ -11,8 +11,11 @@ rate. So, with ``CostParams.compute_interference_per_job`` (alpha) or ``compute_
     d x (1 + alpha x (other GPUs of the node computing now) + beta x (GB/s being copied to the node now))
 
 seconds; the factor is taken when the job starts (unit jobs are milliseconds, load phases hundreds) and the
-job then counts as computing for the others. Copies are not slowed. With both 0 (the default) nothing here
-is used.
+job then counts as computing for the others. With ``copy_interference_per_job`` (gamma) set as well, the
+other direction: each GPU link of the node carries ``capacity / (1 + gamma x GPUs of the node computing)``,
+updated whenever a compute job starts or ends (the loaders' threads share the cores and the interpreter with
+the compute threads), so copies in progress slow down and speed up. With all three 0 (the default) nothing
+here is used.
 
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
 slowing each other, so alpha must be 0: the scenario loader refuses both) and the copy term stretches
@@ -22,7 +25,7 @@ virtual devices (cores for compute against compute, the measured copy term for l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator, Sequence
+from typing import TYPE_CHECKING, Generator, Mapping, Sequence
 
 import simpy
 
@@ -38,17 +41,23 @@ class Interference:
     """Who computes on each node now, and the slowdown factor of a job starting on a GPU."""
 
     def __init__(self, env: simpy.Environment, params: "CostParams", gpus_per_node: int,
-                 networks: Sequence["FluidNetwork"]) -> None:
+                 networks: Sequence["FluidNetwork"], gpu_links: Mapping[int, str] | None = None) -> None:
         self.env = env
         self.per_job = params.compute_interference_per_job
         self.per_gbps = params.compute_interference_per_gbps
+        self.copy_per_job = params.copy_interference_per_job
         self.gpus_per_node = gpus_per_node
         self.networks = list(networks)
         self.computing: list[dict[int, int]] = [{} for _ in self.networks]
+        self.gpu_links = dict(gpu_links or {})
+        """Per GPU, the name of its own link (slowed by ``copy_interference_per_job``)."""
+        self._nominal = {g: self.networks[g // gpus_per_node].capacity_bytes_per_s[name]
+                         for g, name in self.gpu_links.items()}
 
     @staticmethod
     def enabled(params: "CostParams") -> bool:
-        return params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
+        return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
+                or params.copy_interference_per_job > 0)
 
     def factor(self, g: int) -> float:
         """``1 + alpha x others computing + beta x GB/s copied`` on GPU ``g``'s node, now."""
@@ -67,6 +76,7 @@ class Interference:
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]
             jobs[g] = jobs.get(g, 0) + 1
+        self._slow_copies({g // self.gpus_per_node for g in gpus})
         try:
             if host_cpus is None:
                 yield self.env.timeout(seconds * stretch)
@@ -75,3 +85,14 @@ class Interference:
         finally:
             for g in gpus:
                 self.computing[g // self.gpus_per_node][g] -= 1
+            self._slow_copies({g // self.gpus_per_node for g in gpus})
+
+    def _slow_copies(self, nodes: set[int]) -> None:
+        """Set the GPU links of ``nodes`` to capacity / (1 + gamma x GPUs computing there)."""
+        if self.copy_per_job <= 0:
+            return
+        for node in nodes:
+            busy = sum(1 for jobs in self.computing[node].values() if jobs)
+            for g, name in self.gpu_links.items():
+                if g // self.gpus_per_node == node:
+                    self.networks[node].set_capacity(name, self._nominal[g] / (1.0 + self.copy_per_job * busy))

@@ -132,6 +132,14 @@ class FluidNetwork:
     def active_flows(self) -> int:
         return len(self._flows)
 
+    def set_capacity(self, link: str, capacity_bytes_per_s: float) -> None:
+        """Change a link's capacity now; flows in progress continue at their new max-min rates."""
+        if self.capacity_bytes_per_s.get(link) == capacity_bytes_per_s:
+            return
+        self._advance()
+        self.capacity_bytes_per_s[link] = capacity_bytes_per_s
+        self._reschedule()
+
     def total_rate_bytes_per_s(self) -> float:
         """Sum of the current rates of the flows in progress (units per second)."""
         return sum(f.rate_bytes_per_s for f in self._flows.values())

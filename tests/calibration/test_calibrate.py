@@ -47,6 +47,9 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     per_gbps, calls = prov["load_interference_per_gbps_calls"]
     assert calls >= 1 and params.compute_interference_per_gbps == per_gbps >= 0
     assert params.compute_interference_per_job == 0.0
+    alone_rate, busy_rate = prov["load_rate_alone_computing_bytes_per_s"]
+    assert alone_rate > 0 and busy_rate > 0 and params.copy_interference_per_job == pytest.approx(
+        max(0.0, alone_rate / busy_rate - 1.0) / 2)
     assert len(prov["effective_cores_threads_alone_together"]) == 4
     assert params.dispatch_s > 0 and params.handoff_s > 0 and params.step_start_s > 0
     assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0

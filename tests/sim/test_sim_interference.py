@@ -79,3 +79,33 @@ def test_host_cores_and_per_job_interference_are_refused_together(tmp_path):
         load_params_file(path)
     path.write_text("host_cores: 2.0\ncompute_interference_per_gbps: 0.1\n")
     assert load_params_file(path).compute_interference_per_gbps == 0.1
+
+
+def test_copies_slow_while_the_node_computes_and_recover_after():
+    """gamma = 1: a 4 GB copy on a 2 GB/s link runs at 1 GB/s while GPU 0 computes (1 s to 2 s), so it ends
+    at 2.5 s instead of 2 s; the network's capacity is back to nominal afterwards."""
+    import simpy
+
+    from pipeboost.costs import CostParams
+    from sim.interference import Interference
+    from sim.network import FluidNetwork
+
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"n0.gpu0": 2e9})
+    it = Interference(env, CostParams(copy_interference_per_job=1.0), 2, [net], {0: "n0.gpu0"})
+    done = net.transfer(("n0.gpu0",), 4e9)
+    ends = {}
+
+    def job():
+        yield env.timeout(1.0)
+        yield from it.compute((0,), 1.0)
+        ends["job"] = env.now
+
+    def copy():
+        yield done
+        ends["copy"] = env.now
+    env.process(job())
+    env.process(copy())
+    env.run()
+    assert ends == {"job": pytest.approx(2.0), "copy": pytest.approx(2.5)}
+    assert net.capacity_bytes_per_s["n0.gpu0"] == 2e9
