@@ -2,7 +2,7 @@
 
 Reads the executor traces of an earlier suite run (``--reuse``, all its repeats) and re-simulates every
 scenario with the calibrated params, then with one term removed at a time (compute profiles -> roofline
-fit, runtime latencies, copy interference, shared host cores). Because the measurements are identical,
+fit, runtime latencies, compute slowed by copies, copies slowed by compute, shared host cores). Because the measurements are identical,
 the differences are the terms' own contribution. Prints one table against the goal (5% / 10%).
 
     .venv/bin/python benchmarks/bench_calibration_ablation.py --params scenarios/params/cpu2-opt125m.yaml \\
@@ -29,7 +29,8 @@ def variants(params: CostParams) -> dict[str, CostParams]:
         "calibrated (all terms)": params,
         "no compute profiles (roofline fit)": params.with_(compute_profiles=()),
         "no runtime latencies": params.with_(dispatch_s=0.0, handoff_s=0.0, step_start_s=0.0),
-        "no copy interference": params.with_(compute_interference_per_gbps=0.0),
+        "no compute slowed by copies": params.with_(compute_interference_per_gbps=0.0),
+        "no copies slowed by compute": params.with_(copy_interference_per_job=0.0),
         "no shared host cores": params.with_(host_cores=None),
     }
 
