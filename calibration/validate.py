@@ -15,7 +15,7 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from calibration.align import COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
 from calibration.repeats import merge_repeats, trace_name
