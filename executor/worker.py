@@ -150,6 +150,8 @@ class ComputeWorker(threading.Thread):
             if self.device.failed.is_set():
                 raise DeviceFailure(self.device.index, self.device.failure_cause)
             hidden = self._run_stage(task, stage, hidden)
+            if hidden is None:  # rerouted meanwhile: the new route's task redoes the step
+                return
             if stage == rt.partition.num_stages - 1:
                 rt.emit(task, hidden)
                 return
@@ -163,7 +165,9 @@ class ComputeWorker(threading.Thread):
         for unit in units:
             self.device.wait_resident(unit, self.runtime.stop)
 
-    def _run_stage(self, task: StageTask, stage: int, data: torch.Tensor) -> torch.Tensor:
+    def _run_stage(self, task: StageTask, stage: int, data: torch.Tensor) -> torch.Tensor | None:
+        """The stage's units on ``data``; None when the task went stale (its request was rerouted after a
+        failure) while it waited for a unit: the old route's work stops there instead of running on."""
         rt = self.runtime
         units = rt.units_of_stage(stage)
         if not rt.execute_while_load:
@@ -173,6 +177,8 @@ class ComputeWorker(threading.Thread):
         lora = rt.lora
         for unit in units:
             module = self.device.wait_resident(unit, rt.stop)
+            if task.is_stale():
+                return None
             if lora is not None:
                 lora.before_unit(self.device, unit, module)
             t_start = rt.tracer.now_s()

@@ -8,7 +8,8 @@ is queued, which is how the executor routes requests during a cold start. With
 ``pipeline_micro_batch_size`` set, a stage GPU also serves one micro-batch's stage at a time, in arrival
 order, including its waits for units still loading and its hand-off to the next stage, as the executor's
 per-device worker does (:mod:`executor.worker`): the next micro-batch enters the stage when the previous one
-leaves it. Without it (the default) a micro-batch holds the GPU only while its resident units compute.
+leaves it, and consecutive stages on the same GPU (after a failure moved a stage) run in one turn, as the
+worker continues inline with a stage routed to its own device. Without it (the default) a micro-batch holds the GPU only while its resident units compute.
 It pauses while a failure is being recovered and stops when the instance switches to replica serving
 (in-flight micro-batches then drain).
 
@@ -167,19 +168,26 @@ def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_
     exclusive = inst.ctx.scenario.serving.pipeline_micro_batch_size is not None
     handoff_s = inst.ctx.costs.params.handoff_s
     n = inst.partition.num_stages
-    for s in range(n):
+    s = 0
+    while s < n:
         g = inst.stage_gpus[s]
+        last = s
+        while last + 1 < n and inst.stage_gpus[last + 1] == g:  # consecutive stages on one GPU (after a
+            last += 1                                            # failure): one turn, as the worker runs them
         if not exclusive:
-            yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
+            for t in range(s, last + 1):
+                yield from _stage_and_hop(inst, t, kind, unit_cost, reqs, tokens_total)
         else:
             turns = inst.stage_turns.get(g)
             if turns is None:
                 turns = inst.stage_turns[g] = simpy.Resource(inst.env, capacity=1)
             with turns.request() as turn:
                 yield turn
-                yield from _stage_and_hop(inst, s, kind, unit_cost, reqs, tokens_total)
-        if s + 1 < n and inst.stage_gpus[s + 1] != g:  # the next stage's worker picks the activation up
+                for t in range(s, last + 1):
+                    yield from _stage_and_hop(inst, t, kind, unit_cost, reqs, tokens_total)
+        if last + 1 < n:  # the next stage's worker (another GPU) picks the activation up
             yield from _runtime_latency(inst, handoff_s)
+        s = last + 1
 
 
 def _stage_and_hop(inst: "Instance", s: int, kind: str, unit_cost: Callable[[int], float],

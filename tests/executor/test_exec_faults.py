@@ -118,3 +118,16 @@ def test_fault_needs_exactly_one_trigger():
         ExecutorFault(gpu=0)
     with pytest.raises(ValueError):
         ExecutorFault(gpu=0, at_s=1.0, prefill=True)
+
+
+def test_rerouted_requests_stop_their_old_route_work(model_dirs, reference_tokens):
+    """Device 1 fails while loading: requests waiting at stage 0 on device 0 are rerouted (new epoch). Their
+    old-route tasks, blocked waiting for units, must not run on once the units land: every unit runs each
+    request's prefill exactly once after the failure (no duplicated, wasted prefill delaying recovery)."""
+    model_dir, requests, result = _run(model_dirs, [ExecutorFault(gpu=1, loading_unit=3)])
+    _assert_recovered(result, model_dir, requests, reference_tokens, failed_gpu=1)
+    (failure,) = [r for r in result.trace if r.kind is TraceKind.FAILURE]
+    for req in requests:
+        units = [r.layer for r in result.trace if r.kind is TraceKind.PREFILL and r.request == req.id
+                 and r.t_start_s >= failure.t_start_s]
+        assert sorted(units) == sorted(set(units)), f"request {req.id} prefilled a unit twice: {sorted(units)}"

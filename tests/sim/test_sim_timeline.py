@@ -251,3 +251,19 @@ def test_replica_pays_dispatch_when_idle_and_step_start_between_iterations(tmp_p
     assert _first_tokens(res, 1) == pytest.approx([t], **EXACT)
     t += 0.0003 + costs.model_decode_s(1, 16) + 0.0003 + costs.model_decode_s(1, 17)
     assert of_kind(res.trace, TraceKind.FINISH, request=0)[0].t_start_s == pytest.approx(t, **EXACT)
+
+
+def test_stages_moved_onto_one_gpu_run_in_one_turn(tmp_path):
+    """After GPU 1 fails early, both stages run on GPU 0: a request goes through stage 0 and then straight
+    into stage 1 on the same GPU (as the executor's worker continues inline), so request 0's whole prefill
+    precedes request 1's, instead of request 1's stage 0 cutting in between."""
+    from pipeboost.faults import FaultSpec
+
+    sc = _two_together(tmp_path, pipeline_micro_batch_size=1, pipeline_max_in_flight=2)
+    sc = replace(sc, faults=(FaultSpec(gpu=1, at_s=0.01),))
+    res = run_simulation(sc)
+    prefills = sorted(of_kind(res.trace, TraceKind.PREFILL), key=lambda r: r.t_start_s)
+    assert {r.gpu for r in prefills} == {0}
+    order = [r.request for r in prefills]
+    assert order == sorted(order), f"request 1 cut into request 0's stages: {order}"
+    assert res.finished == 2
