@@ -242,17 +242,19 @@ def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile
 
 
 def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str,
-                               dtype: str, link_bytes_per_s: float, n_devices: int, device_kind: str = "cpu",
-                               requests: int = 4, prompt_tokens: int = 32) -> tuple[float, int]:
+                               dtype: str, link_bytes_per_s: float, n_devices: int, host_cores: float | None = None,
+                               device_kind: str = "cpu", requests: int = 12,
+                               prompt_tokens: int = 32) -> tuple[float, int]:
     """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
 
-    ``requests`` requests arrive at time zero on a ``pipeline_only`` plan over ``n_devices`` (each device
-    loads its own stage at ``link_bytes_per_s``) and prefill each decoder layer as it lands. For every layer
-    call made while loads run and no other device computes, ``(time / profile - 1) / (GB/s being copied)``;
-    the median of those (the in-run scaled ``profile`` is the no-load reference)."""
+    ``requests`` requests arrive at time zero on a PipeBoost plan over ``n_devices`` (each device loads its
+    own stage, then the rest, at ``link_bytes_per_s``) and prefill each decoder layer as it lands. For every layer
+    call made while loads run: its time over the (in-run scaled) ``profile``, divided by the core-sharing
+    factor ``max(1, devices computing / host_cores)`` that :mod:`sim.hostcpu` already charges, minus 1, per
+    GB/s being copied; the median over the calls."""
     from executor.engine import run_executor
 
-    plan = pipeline_plan(preset, dtype, n_devices)
+    plan = pipeline_plan(preset, dtype, n_devices, "pipeboost", "own_stage_first_then_next")
     reqs = [Request(i, 0.0, prompt_tokens, 2) for i in range(requests)]
     result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
                           link_bandwidth_bytes_per_s=link_bytes_per_s)
@@ -263,8 +265,10 @@ def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_
     for rec in layers:
         mid = (rec.t_start_s + rec.t_end_s) / 2
         copying = sum(1 for a, b in loads if a <= mid <= b)
-        alone = not any(o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s for o in layers)
-        if copying and alone:
-            ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens)
-            values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
+        if not copying:
+            continue
+        computing = 1 + len({o.gpu for o in layers if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
+        cores = max(1.0, computing / host_cores) if host_cores else 1.0
+        ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores
+        values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
     return (max(0.0, float(np.median(values))) if values else 0.0), len(values)

@@ -42,11 +42,14 @@ def cluster_doc(n_devices: int, link_gbps: float = 2.0) -> dict:
             "links": [{"gpu": i, "bandwidth_gbps": link_gbps, "latency_us": 0} for i in range(n_devices)]}
 
 
-def pipeline_plan(preset: str, dtype: str, n_devices: int):
+def pipeline_plan(preset: str, dtype: str, n_devices: int, mode: str = "pipeline_only",
+                  loading_order: str = "own_stage_only"):
+    """A plan of ``preset`` over ``n_devices`` CPU virtual devices (default: a pipeline, each device loading
+    its own stage only)."""
     doc = {"name": "calibrate-runtime", "model": {"preset": preset, "dtype": dtype},
            "cluster": cluster_doc(n_devices),
            "serving": {"cold_start_gpus": n_devices},
-           "policies": {"mode": "pipeline_only", "loading_order": "own_stage_only"}}
+           "policies": {"mode": mode, "loading_order": loading_order}}
     return build_plan(scenario_from_dict(doc))
 
 

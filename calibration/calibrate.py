@@ -313,7 +313,8 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
         per_gbps, calls = bench_profile.load_interference_per_gbps(profiles[0], model, model_dir, req.preset,
-                                                                   dtype, req.link_gbps * 1e9, n)
+                                                                   dtype, req.link_gbps * 1e9, n,
+                                                                   extras.get("host_cores"))
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras, profiles)
