@@ -159,19 +159,23 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
         extras["unit_load_cpu_s"] = _unit_load_cpu_s(req, config, devices, link)
     if link and len(devices) > 1:  # the loaders' own aggregate limit: all devices at once, no link cap
         free = [bench_load.measure_unit_loads(model_dir, devices, None) for _ in range(2)]
-        extras["uncapped_load_aggregate_bytes_per_s"] = max(
-            sum(x[2] for x in r.loads) / max(r.wall_s - r.startup_s, 1e-9) for r in free)
+        extras["uncapped_load_aggregate_bytes_per_s"] = max(bench_host.load_rate_bytes_per_s(r) for r in free)
     loads = tuple(x for r in runs for x in r.loads)
     startup = float(np.median([r.startup_s for r in runs]))
     extras["startup_s_runs"] = [r.startup_s for r in runs]
     return bench_load.UnitLoadRun(loads, startup), extras
 
 
+def _tiny_of_family(req: CalibrationRequest, config: dict[str, Any], dtype: str) -> tuple[str, Path]:
+    """The tiny preset of ``config``'s family and its random checkpoint (made once under the cache)."""
+    tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
+    return tiny, _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), dtype)
+
+
 def _unit_load_cpu_s(req: CalibrationRequest, config: dict[str, Any], devices: list[torch.device],
                      link: float | None) -> float:
     """Per-unit loader work from cold loads of a tiny model of the same family on one device (median of 3)."""
-    tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
-    tiny_dir = _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), "float32")
+    _, tiny_dir = _tiny_of_family(req, config, "float32")
     values = [bench_host.unit_load_cpu_s(bench_load.measure_unit_loads(tiny_dir, devices[:1], link), link)
               for _ in range(3)]
     return float(np.median(values))
@@ -181,8 +185,7 @@ def _runtime_latencies(req: CalibrationRequest, config: dict[str, Any], devices:
                        dtype: str) -> bench_runtime.RuntimeOverheads:
     """The runtime's latencies (:mod:`calibration.bench_runtime`) on a tiny model of the same family: they
     are Python and thread work, independent of the model's size, and a tiny model keeps requests short."""
-    tiny = "llama-tiny" if config.get("model_type") == "llama" else "opt-tiny"
-    tiny_dir = _checkpoint(dataclasses.replace(req, preset=tiny), preset_config(tiny), dtype)
+    tiny, tiny_dir = _tiny_of_family(req, config, dtype)
     n = min(len(devices), int(preset_config(tiny)["num_hidden_layers"]))
     return bench_runtime.measure_runtime_overheads(tiny_dir, tiny, dtype, n, devices[0].type)
 

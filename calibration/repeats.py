@@ -11,7 +11,6 @@ which the simulator's error is read.
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -56,5 +55,5 @@ def merge_repeats(runs: Sequence[Sequence[Row]]) -> list[Row]:
         got = values[key]
         median = statistics.median(got) if got else None
         spread = (max(got) - min(got)) / median if got and median else None
-        merged.append(replace(Row(key[0], key[1], sims[key], median), executor_spread=spread))
+        merged.append(Row(key[0], key[1], sims[key], median, spread))
     return merged

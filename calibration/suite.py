@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from calibration.repeats import repeat_traces
-from calibration.validate import ValidationResult, validate_scenario
+from calibration.validate import ValidationResult, error_stats, row_stats, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
-from pipeboost.metrics import percentile, request_metrics
+from pipeboost.metrics import request_metrics
 from pipeboost.policies import build_plan
 from pipeboost.scenario import load_params_file, load_scenario
 from pipeboost.trace import read_jsonl
@@ -95,21 +95,14 @@ def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path 
     return entries
 
 
-def _stat(values: list[float], spreads: list[float] | None = None) -> dict[str, float | None]:
-    return {"n": len(values), "median": statistics.median(values) if values else None,
-            "p95": percentile(values, 95), "spread": statistics.median(spreads) if spreads else None}
-
-
 def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]]:
     """Median and p95 relative error across the suite, per component, and (with executor repeats) the
     median spread of the executor's own runs."""
     out = {}
     for comp in ("ttft", "load_gpu", "full_replica", "recovery", "load_unit"):
-        rows = [r for s in entries for r in (s.result.unit_rows if comp == "load_unit" else s.result.rows)
-                if r.component == comp]
-        out[comp] = _stat([r.rel_error for r in rows if r.rel_error is not None],
-                          [r.executor_spread for r in rows if r.executor_spread is not None])
-    out["all"] = _stat([e for s in entries for e in s.result.errors()])
+        out[comp] = row_stats(r for s in entries for r in (s.result.unit_rows if comp == "load_unit" else
+                                                             s.result.rows) if r.component == comp)
+    out["all"] = error_stats([e for s in entries for e in s.result.errors()])
     return out
 
 

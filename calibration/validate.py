@@ -53,11 +53,22 @@ class ValidationResult:
         out = {}
         for comp in (*COMPONENTS, "load_unit"):
             rows = self.unit_rows if comp == "load_unit" else self.rows
-            errs = [r.rel_error for r in rows if r.component == comp and r.rel_error is not None]
-            spreads = [r.executor_spread for r in rows if r.component == comp and r.executor_spread is not None]
-            out[comp] = {"n": len(errs), "median": statistics.median(errs) if errs else None,
-                         "p95": percentile(errs, 95), "spread": statistics.median(spreads) if spreads else None}
+            out[comp] = row_stats(r for r in rows if r.component == comp)
         return out
+
+
+def error_stats(errors: list[float], spreads: list[float] = ()) -> dict[str, float | None]:
+    """Count, median and p95 of relative ``errors``, and the median of the executor runs' ``spreads``
+    (None without repeats)."""
+    return {"n": len(errors), "median": statistics.median(errors) if errors else None,
+            "p95": percentile(errors, 95), "spread": statistics.median(spreads) if spreads else None}
+
+
+def row_stats(rows: Iterable[Row]) -> dict[str, float | None]:
+    """:func:`error_stats` of ``rows`` (their relative errors and executor spreads)."""
+    rows = list(rows)
+    return error_stats([r.rel_error for r in rows if r.rel_error is not None],
+                       [r.executor_spread for r in rows if r.executor_spread is not None])
 
 
 def _write_rows(rows: Iterable[Row], path: Path) -> None:
