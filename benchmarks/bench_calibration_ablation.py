@@ -2,8 +2,9 @@
 
 Reads the executor traces of an earlier suite run (``--reuse``, all its repeats) and re-simulates every
 scenario with the calibrated params, then with one term removed at a time (compute profiles -> roofline
-fit, runtime latencies, compute slowed by copies, copies slowed by compute, shared host cores). Because the measurements are identical,
-the differences are the terms' own contribution. Prints one table against the goal (5% / 10%).
+fit, runtime latencies, compute slowed by copies, copies slowed by compute, shared host cores). Because the
+measurements are identical, the differences are the terms' own contribution. Prints one table against the
+goal (5% / 10%).
 
     .venv/bin/python benchmarks/bench_calibration_ablation.py --params scenarios/params/cpu2-opt125m.yaml \\
         --reuse runs/validation-final

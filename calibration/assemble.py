@@ -111,7 +111,8 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
     """CostParams from all measurements, with raw figures and residuals in the provenance."""
     sizes = [n for _, _, n, _ in m.unit_loads.loads] if m.unit_loads else []
     from_units = bool(sizes) and max(sizes) >= 2 * min(sizes)
-    params = fit_cost_params(unit_load_samples(m.unit_loads) if from_units else m.sweep, weighted_computes(m.computes, model.num_layers), m.hops, gpu, model,
+    transfers = unit_load_samples(m.unit_loads) if from_units else m.sweep
+    params = fit_cost_params(transfers, weighted_computes(m.computes, model.num_layers), m.hops, gpu, model,
                              provenance=provenance)
     params = params.with_(**_link_terms(params, m, link_gbps))
     if not from_units and m.unit_loads:  # units of one size: bandwidth from the sweep, latency from units

@@ -49,10 +49,11 @@ class Interference:
         self.gpus_per_node = gpus_per_node
         self.networks = list(networks)
         self.computing: list[dict[int, int]] = [{} for _ in self.networks]
-        self.gpu_links = dict(gpu_links or {})
-        """Per GPU, the name of its own link (slowed by ``copy_interference_per_job``)."""
-        self._nominal = {g: self.networks[g // gpus_per_node].capacity_bytes_per_s[name]
-                         for g, name in self.gpu_links.items()}
+        self.node_links: list[list[tuple[str, float]]] = [[] for _ in self.networks]
+        """Per node, its GPUs' own links and their nominal capacities (slowed by ``copy_interference_per_job``)."""
+        for g, name in (gpu_links or {}).items():
+            net = self.networks[g // gpus_per_node]
+            self.node_links[g // gpus_per_node].append((name, net.capacity_bytes_per_s[name]))
 
     @staticmethod
     def enabled(params: "CostParams") -> bool:
@@ -73,10 +74,11 @@ class Interference:
         if seconds <= 0.0:
             return
         stretch = max(self.factor(g) for g in gpus)
+        nodes = {g // self.gpus_per_node for g in gpus}
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]
             jobs[g] = jobs.get(g, 0) + 1
-        self._slow_copies({g // self.gpus_per_node for g in gpus})
+        self._slow_copies(nodes)
         try:
             if host_cpus is None:
                 yield self.env.timeout(seconds * stretch)
@@ -85,7 +87,7 @@ class Interference:
         finally:
             for g in gpus:
                 self.computing[g // self.gpus_per_node][g] -= 1
-            self._slow_copies({g // self.gpus_per_node for g in gpus})
+            self._slow_copies(nodes)
 
     def _slow_copies(self, nodes: set[int]) -> None:
         """Set the GPU links of ``nodes`` to capacity / (1 + gamma x GPUs computing there)."""
@@ -93,6 +95,5 @@ class Interference:
             return
         for node in nodes:
             busy = sum(1 for jobs in self.computing[node].values() if jobs)
-            for g, name in self.gpu_links.items():
-                if g // self.gpus_per_node == node:
-                    self.networks[node].set_capacity(name, self._nominal[g] / (1.0 + self.copy_per_job * busy))
+            for name, nominal in self.node_links[node]:
+                self.networks[node].set_capacity(name, nominal / (1.0 + self.copy_per_job * busy))

@@ -9,17 +9,19 @@ is queued, which is how the executor routes requests during a cold start. With
 order, including its waits for units still loading and its hand-off to the next stage, as the executor's
 per-device worker does (:mod:`executor.worker`): the next micro-batch enters the stage when the previous one
 leaves it, and consecutive stages on the same GPU (after a failure moved a stage) run in one turn, as the
-worker continues inline with a stage routed to its own device. Without it (the default) a micro-batch holds the GPU only while its resident units compute.
+worker continues inline with a stage routed to its own device. Without it (the default) a micro-batch
+holds the GPU only while its resident units compute.
 It pauses while a failure is being recovered and stops when the instance switches to replica serving
 (in-flight micro-batches then drain).
 
 A micro-batch runs prefill through every stage, then decode steps until all its requests finished
 (static batching: the batch shrinks as requests finish). On stage ``s`` the stage GPU computes its units in
 order; a unit that is not resident yet is waited for (execute-while-load), and the compute resource is
-held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``), and the next stage's worker
-picks it up ``params.handoff_s`` later (outside the stage's turn); a micro-batch's prefill starts
-``params.dispatch_s`` after it is formed and each decode step ``handoff_s`` after the token when the last
-stage's GPU is not stage 0's (else ``step_start_s``): the serving runtime's own latencies, 0 by default.
+held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``), and
+the next stage's worker picks it up ``params.handoff_s`` later (outside the stage's turn); a micro-batch's
+prefill starts ``params.dispatch_s`` after it is formed and each decode step ``handoff_s`` after the token
+when the last stage's GPU is not stage 0's (else ``step_start_s``): the serving runtime's own latencies, 0 by
+default.
 A failure of any stage GPU interrupts every in-flight micro-batch of the instance: their requests are
 requeued at detection and re-prefilled with prompt plus generated tokens.
 """

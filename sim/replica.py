@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list[ReqState],
             old_batch: int, old_context: int) -> float:
     """Duration in seconds of one batched iteration; checks prefill / decode-step fault triggers."""
