@@ -151,6 +151,7 @@ class Instance:
             self.switched = True
             self.ctx.tracer.instant(TraceKind.MODE_SWITCH, now, gpu=gpu,
                                     attrs={"from": "pipeline", "to": "replica", "instance": self.iid})
+            self.ctx.pool.withdraw(("pipeline", self.iid))  # an idle scheduler stops, not woken by a request
             self.kick()
         self.state = "serving"
         self.ctx.spawn_on(run_server(self, (gpu,), self.ctx.costs), (gpu,))

@@ -1,8 +1,11 @@
 """The global request queue, the idle-server registry that dispatches work, and request outcomes.
 
 Servers (replica loops, pipeline schedulers) take requests from one FIFO queue. A server with nothing
-to do registers an idle-wake event; each pushed request wakes at most one idle server, the most recently
-idle first (LIFO concentrates load so that surplus instances go idle and reach their keep-alive).
+to do registers an idle-wake event; each pushed request wakes at most one idle server: one of the most
+recently idle *instance* (LIFO over instances concentrates load so that surplus instances go idle and reach
+their keep-alive), and within that instance the server on the lowest GPU, as the executor routes a request
+to the least-busy replica with ties to the lowest device index (``executor.pipeline.Runtime._route``).
+Owners are ``(kind, instance id, *gpus)`` tuples (``("replica", 0, 1)``, ``("pipeline", 0)``).
 Requests interrupted by a failure go back to the *front* of the queue in id order.
 
 Every request ends exactly once: :meth:`RequestPool.token` records FINISH when the last token is out, and
@@ -31,6 +34,8 @@ class RequestPool:
         self.tracer = tracer
         self.queue: deque[ReqState] = deque()
         self._idle: dict[Hashable, simpy.Event] = {}
+        self._idle_by_instance: dict[object, dict[Hashable, simpy.Event]] = {}
+        """The idle owners per instance id, instances in the order they last had an owner turn idle."""
         self._on_terminal = on_terminal
         self.terminal = 0
 
@@ -64,23 +69,39 @@ class RequestPool:
     def wait_work(self, owner: Hashable) -> simpy.Event:
         """Register ``owner`` as idle; the event fires with ``None`` on new work or :data:`RELEASE`."""
         ev = self.env.event()
+        self._drop(owner)
         self._idle[owner] = ev
+        inst = _instance_of(owner)
+        owners = self._idle_by_instance.pop(inst, {})
+        owners[owner] = ev
+        self._idle_by_instance[inst] = owners  # now the most recently idle instance
         return ev
 
     def withdraw(self, owner: Hashable) -> None:
         """Tell an idle ``owner`` to stop (no-op if it is busy)."""
-        ev = self._idle.pop(owner, None)
+        ev = self._drop(owner)
         if ev is not None:
             ev.succeed(RELEASE)
 
     def forget(self, owner: Hashable) -> None:
         """Drop an idle registration without waking it (its process was interrupted)."""
-        self._idle.pop(owner, None)
+        self._drop(owner)
+
+    def _drop(self, owner: Hashable) -> simpy.Event | None:
+        ev = self._idle.pop(owner, None)
+        if ev is not None:
+            inst = _instance_of(owner)
+            owners = self._idle_by_instance[inst]
+            del owners[owner]
+            if not owners:
+                del self._idle_by_instance[inst]
+        return ev
 
     def _wake(self, count: int) -> None:
         for _ in range(min(count, len(self._idle))):
-            _owner, ev = self._idle.popitem()
-            ev.succeed(None)
+            owners = self._idle_by_instance[next(reversed(self._idle_by_instance))]
+            owner = min(owners, key=_gpus_of)
+            self._drop(owner).succeed(None)
 
     # ---- outcomes ---------------------------------------------------------------------------
     def token(self, req: ReqState, t_s: float, gpu: int | None) -> bool:
@@ -116,3 +137,13 @@ class RequestPool:
     def _terminal(self) -> None:
         self.terminal += 1
         self._on_terminal()
+
+
+def _instance_of(owner: Hashable) -> object:
+    """The instance id of an idle owner ``(kind, instance id, *gpus)`` (any other hashable: itself)."""
+    return owner[1] if isinstance(owner, tuple) and len(owner) > 1 else owner
+
+
+def _gpus_of(owner: Hashable) -> tuple:
+    """The GPUs of an owner, the order idle servers of one instance are woken in (a pipeline: none, first)."""
+    return tuple(owner[2:]) if isinstance(owner, tuple) else ()

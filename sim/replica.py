@@ -220,13 +220,23 @@ class _Server:
     def _compute(self, duration: float) -> Generator[simpy.Event, object, float]:
         """Compute for ``duration`` seconds (cost model) on the replica's GPUs; returns the start time.
 
-        The GPU is shared with pipeline micro-batches still in flight; host cores (``sim.hostcpu``), when
-        modelled, may stretch the interval."""
+        The GPU is shared with pipeline micro-batches still in flight: the iteration queues for the GPU's
+        stage turn (with exclusive micro-batches, :func:`sim.pipeline._through_stages`) and then its compute,
+        so it runs after the stages queued before it, as the executor's worker runs its tasks in order.
+        Host cores (``sim.hostcpu``), when modelled, may stretch the interval."""
         if self.inst.inflight:
-            with self.lead.compute.request() as req:
-                yield req
-                return (yield from self._busy(duration))
+            turns = self.inst.stage_turns.get(self.gpus[0])
+            if turns is not None:
+                with turns.request() as turn:
+                    yield turn
+                    return (yield from self._on_gpu(duration))
+            return (yield from self._on_gpu(duration))
         return (yield from self._busy(duration))
+
+    def _on_gpu(self, duration: float) -> Generator[simpy.Event, object, float]:
+        with self.lead.compute.request() as req:
+            yield req
+            return (yield from self._busy(duration))
 
     def _busy(self, duration: float) -> Generator[simpy.Event, object, float]:
         t0 = self.env.now

@@ -267,3 +267,29 @@ def test_stages_moved_onto_one_gpu_run_in_one_turn(tmp_path):
     order = [r.request for r in prefills]
     assert order == sorted(order), f"request 1 cut into request 0's stages: {order}"
     assert res.finished == 2
+
+
+def _arrivals_at(tmp_path, arrivals, **serving):
+    rows = "".join(f"{a!r},16,2\n" for a in arrivals)
+    (tmp_path / "arr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
+    sc = tiny_scenario("pipeboost", requests=len(arrivals), source_file=str(tmp_path / "s.yaml"))
+    sc = with_workload(sc, arrivals=ArrivalSpec("trace", trace_file="arr.csv"))
+    return replace(sc, serving=replace(sc.serving, **serving))
+
+
+def test_request_after_the_switch_waits_for_the_stage_queued_before_it_on_the_lowest_replica(tmp_path):
+    """Executor order after the mode switch: a new request goes to the replica on the lowest GPU (both are
+    idle) and its prefill runs after the pipeline stage already queued there, hop included (the worker
+    runs its tasks in order); the pipeline scheduler stops at the switch instead of swallowing the wake-up."""
+    serving = dict(replica_prefill="sequential", pipeline_micro_batch_size=1, pipeline_max_in_flight=4)
+    ready = of_kind(run_simulation(_arrivals_at(tmp_path, [0.0], **serving)).trace,
+                    TraceKind.REPLICA_READY)[0].t_start_s
+    res = run_simulation(_arrivals_at(tmp_path, [0.0, ready - 2e-5, ready + 1e-5], **serving))
+    g0, g1 = res.plan.stage_gpus
+    late = of_kind(res.trace, TraceKind.PREFILL, request=2)
+    assert [r.gpu for r in late] == [0] and g0 == 0
+    hop = [r for r in of_kind(res.trace, TraceKind.HOP, gpu=g0) if r.t_start_s > ready][0]
+    assert of_kind(res.trace, TraceKind.PREFILL, request=1, gpu=g0)[-1].t_end_s < late[0].t_start_s
+    assert late[0].t_start_s == pytest.approx(hop.t_end_s, **EXACT)
+    assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=2)[0].t_start_s == pytest.approx(late[0].t_end_s, **EXACT)
+    assert res.finished == 3
