@@ -202,15 +202,36 @@ def _prediction_s(profile: ComputeProfile, model: ModelSpec, rec: TraceRecord, p
     return profile.unit_s(model, int(rec.layer), 1, 1, prompt_tokens + step - 1)
 
 
+IN_RUN_RUNS = 5
+"""Executor runs the in-run factors are taken over: one run's units share that run's speed (thread
+placement, memory layout: +-5-10% between runs on a 2-core VM), so one run is one noisy sample."""
+INTERFERENCE_RUNS = 3
+"""Executor runs the copy-on-compute coefficient pools its layer calls over (same reason)."""
+
+
 def in_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
                    device_kind: str = "cpu", requests: int = 3, prompt_tokens: int = 32,
-                   output_tokens: int = 6) -> dict[str, float]:
-    """Median ratio of the executor's unit durations in a run to the profile's, per ``kind/phase``
-    (``layer/prefill``, ``head/decode``, ...): one device, one request at a time, after the load.
+                   output_tokens: int = 6, runs: int = IN_RUN_RUNS,
+                   per_run: list[dict[str, float]] | None = None) -> dict[str, float]:
+    """Ratio of the executor's unit durations in a run to the profile's, per ``kind/phase``
+    (``layer/prefill``, ``head/decode``, ...): one device, one request at a time, after the load; the
+    median over each run's units, then the median over ``runs`` runs (each run's factors are appended to
+    ``per_run`` when given).
 
     A module timed alone runs faster than inside a forward pass (its caches and the allocator's are warm,
     the worker thread has just run it); the factors carry the difference into the profile
     (:func:`scaled`)."""
+    samples = [_one_run_factors(profile, model, model_dir, preset, dtype, device_kind, requests, prompt_tokens,
+                                output_tokens) for _ in range(max(1, runs))]
+    if per_run is not None:
+        per_run.extend(samples)
+    keys = sorted({k for run in samples for k in run})
+    return {k: float(np.median([run[k] for run in samples if k in run])) for k in keys}
+
+
+def _one_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
+                     device_kind: str, requests: int, prompt_tokens: int, output_tokens: int) -> dict[str, float]:
+    """The per-``kind/phase`` median ratio of one executor run (see :func:`in_run_factors`)."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, 1)
@@ -244,22 +265,32 @@ def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile
 def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str,
                                dtype: str, link_bytes_per_s: float, n_devices: int, host_cores: float | None = None,
                                device_kind: str = "cpu", requests: int = 12,
-                               prompt_tokens: int = 32) -> tuple[float, int]:
+                               prompt_tokens: int = 32, runs: int = INTERFERENCE_RUNS) -> tuple[float, int]:
     """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
 
     ``requests`` requests arrive at time zero on a PipeBoost plan over ``n_devices`` (each device loads its
     own stage, then the rest, at ``link_bytes_per_s``) and prefill each decoder layer as it lands. For every layer
     call made while loads run: its time over the (in-run scaled) ``profile``, divided by the core-sharing
     factor ``max(1, devices computing / host_cores)`` that :mod:`sim.hostcpu` already charges, minus 1, per
-    GB/s being copied; the median over the calls."""
+    GB/s being copied; the median over the calls of ``runs`` executor runs."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices, "pipeboost", "own_stage_first_then_next")
     reqs = [Request(i, 0.0, prompt_tokens, 2) for i in range(requests)]
-    result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
-                          link_bandwidth_bytes_per_s=link_bytes_per_s)
-    loads = [(r.t_start_s, r.t_end_s) for r in result.trace if r.kind is TraceKind.LOAD]
-    layers = [r for r in result.trace if r.kind is TraceKind.PREFILL and r.layer is not None
+    values: list[float] = []
+    for _ in range(max(1, runs)):
+        result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
+                              link_bandwidth_bytes_per_s=link_bytes_per_s)
+        values.extend(_copy_slowdowns(result.trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens))
+    return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
+
+
+def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec, link_bytes_per_s: float,
+                    host_cores: float | None, prompt_tokens: int) -> list[float]:
+    """Per layer call of one run made while loads run: its slowdown per GB/s copied (see
+    :func:`load_interference_per_gbps`)."""
+    loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
+    layers = [r for r in trace if r.kind is TraceKind.PREFILL and r.layer is not None
               and 0 <= int(r.layer) < model.num_layers]
     values = []
     for rec in layers:
@@ -271,4 +302,4 @@ def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_
         cores = max(1.0, computing / host_cores) if host_cores else 1.0
         ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores
         values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
-    return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
+    return values

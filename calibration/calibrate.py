@@ -276,8 +276,10 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
             alone = bench_profile.measure_profile(hf_config(config), shape_key(model), device, torch_dtype(dtype),
                                                   deadline, 0.0, info, bar.tick)
             model_dir = _checkpoint(dataclasses.replace(req, preset=name), config, dtype)
-            factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type)
-            profiles.append(bench_profile.scaled(alone, factors))
+            per_run: list[dict[str, float]] = []
+            factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type, per_run=per_run)
+            profile = bench_profile.scaled(alone, factors)
+            profiles.append(dataclasses.replace(profile, info={**profile.info, "in_run_factor_runs": per_run}))
     finally:
         torch.set_num_threads(old_threads)
     return profiles
