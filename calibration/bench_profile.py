@@ -262,27 +262,56 @@ def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile
                                info={**profile.info, "in_run_factors": dict(factors)})
 
 
-def load_interference_per_gbps(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str,
-                               dtype: str, link_bytes_per_s: float, n_devices: int, host_cores: float | None = None,
-                               device_kind: str = "cpu", requests: int = 12,
-                               prompt_tokens: int = 32, runs: int = INTERFERENCE_RUNS) -> tuple[float, int]:
-    """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
-
-    ``requests`` requests arrive at time zero on a PipeBoost plan over ``n_devices`` (each device loads its
-    own stage, then the rest, at ``link_bytes_per_s``) and prefill each decoder layer as it lands. For every layer
-    call made while loads run: its time over the (in-run scaled) ``profile``, divided by the core-sharing
-    factor ``max(1, devices computing / host_cores)`` that :mod:`sim.hostcpu` already charges, minus 1, per
-    GB/s being copied; the median over the calls of ``runs`` executor runs."""
+def loading_runs(model_dir: Path, preset: str, dtype: str, link_bytes_per_s: float, n_devices: int,
+                 device_kind: str = "cpu", requests: int = 12, prompt_tokens: int = 32,
+                 runs: int = INTERFERENCE_RUNS) -> list[list[TraceRecord]]:
+    """Executor traces of ``runs`` runs in which ``requests`` requests arrive at time zero on a PipeBoost plan
+    over ``n_devices`` (each device loads its own stage, then the rest, at ``link_bytes_per_s``) and prefill
+    each decoder layer as it lands: the material of :func:`load_interference_per_gbps` and
+    :func:`unit_wake_s`."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices, "pipeboost", "own_stage_first_then_next")
     reqs = [Request(i, 0.0, prompt_tokens, 2) for i in range(requests)]
-    values: list[float] = []
-    for _ in range(max(1, runs)):
-        result = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
-                              link_bandwidth_bytes_per_s=link_bytes_per_s)
-        values.extend(_copy_slowdowns(result.trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens))
+    return [run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0, timeout_s=300.0,
+                         link_bandwidth_bytes_per_s=link_bytes_per_s).trace for _ in range(max(1, runs))]
+
+
+def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: ComputeProfile, model: ModelSpec,
+                               link_bytes_per_s: float, host_cores: float | None = None,
+                               prompt_tokens: int = 32) -> tuple[float, int]:
+    """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
+
+    For every decoder-layer call of :func:`loading_runs` made while loads run: its time over the (in-run
+    scaled) ``profile``, divided by the core-sharing factor ``max(1, devices computing / host_cores)`` that
+    :mod:`sim.hostcpu` already charges, minus 1, per GB/s being copied; the median over the calls of all
+    runs."""
+    values = [v for trace in traces
+              for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
+
+
+WAKE_WINDOW_S = 0.02
+"""A call starting later than this after its unit landed waited for something else (its turn, a hop)."""
+
+
+def unit_wake_s(traces: list[list[TraceRecord]]) -> tuple[float, int]:
+    """Median seconds from a unit landing to the start of the compute that waited for it, and the number of
+    samples: decoder-layer and head calls whose unit landed after the device's previous call ended (the
+    worker was waiting for it) and that started within :data:`WAKE_WINDOW_S` of the landing."""
+    lags = []
+    for trace in traces:
+        landed = {(r.gpu, r.layer): r.t_end_s for r in trace if r.kind is TraceKind.LOAD}
+        previous_end: dict[int | None, float] = {}
+        calls = sorted((r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE)
+                        and r.layer is not None and int(r.layer) >= 0), key=lambda r: r.t_start_s)
+        for rec in calls:
+            t_landed = landed.get((rec.gpu, rec.layer))
+            if (t_landed is not None and t_landed > previous_end.get(rec.gpu, 0.0)
+                    and 0.0 <= rec.t_start_s - t_landed <= WAKE_WINDOW_S):
+                lags.append(rec.t_start_s - t_landed)
+            previous_end[rec.gpu] = max(previous_end.get(rec.gpu, 0.0), rec.t_end_s)
+    return (float(np.median(lags)) if lags else 0.0), len(lags)
 
 
 def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec, link_bytes_per_s: float,

@@ -26,7 +26,8 @@
    of those shapes (``CostParams.compute_profiles``, each with the runtime overhead of step 6);
 10. on CPU virtual devices with a link cap, the slowdown of compute per GB/s copied while the devices load
    (requests prefilling as units land, on the executor): ``compute_interference_per_gbps``
-   (:mod:`sim.interference`);
+   (:mod:`sim.interference`), and from the same runs the delay from a unit landing to the compute that
+   waited for it (``unit_wake_s``);
 
 then assembles them (:func:`calibration.assemble.fit_measurements`, which fits with
 :func:`calibration.fit.fit_cost_params`) and writes ``CostParams`` with provenance
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ import torch
 from calibration import (bench_compute, bench_failure, bench_host, bench_load, bench_profile, bench_runtime,
                          bench_transfer)
 from calibration.budget import Budget, Deadline
+from calibration.passes import median_params
 from calibration.assemble import Measurements, fit_measurements
 from calibration.progress import Progress
 from calibration.provenance import build_provenance
@@ -90,6 +93,8 @@ class CalibrationRequest:
     cache_dir: Path = Path("runs/checkpoints")
     progress: bool = True
     profile_presets: tuple[str, ...] = ()
+    passes: int = 1
+    """Full measurement passes, ``budget_s / passes`` each, merged by :func:`calibration.passes.median_params`."""
 
 
 def executor_device_spec(spec: str) -> str:
@@ -138,11 +143,12 @@ def _checkpoint(req: CalibrationRequest, config: dict[str, Any], dtype: str) -> 
 
 
 def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: list[torch.device],
-                           model_dir: Path, bar: Progress, config: dict[str, Any]) -> tuple[bench_load.UnitLoadRun, dict[str, Any]]:
+                           model_dir: Path, bar: Progress, config: dict[str, Any],
+                           first_pass: bool = True) -> tuple[bench_load.UnitLoadRun, dict[str, Any]]:
     bar.stage("start-up")
     link = req.link_gbps * 1e9 if req.link_gbps else None
     extras: dict[str, Any] = {"arena_first_touch_s_per_GiB": bench_load.arena_first_touch(devices[0], 256 << 20) * 4}
-    if req.budget_s >= PROCESS_START_MIN_BUDGET_S:
+    if req.budget_s >= PROCESS_START_MIN_BUDGET_S and first_pass:
         extras["process_start_s"] = bench_load.process_start_s()
     budget.phase(SHARES["startup"])
     bar.tick()
@@ -286,17 +292,36 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
 
 
 def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
-    """Run every phase within ``req.budget_s``, fit, write ``out`` (YAML) and return the params.
+    """Run every phase ``req.passes`` times within ``req.budget_s`` in all, merge the passes (the median of
+    each fitted value, :mod:`calibration.passes`), write ``out`` (YAML) and return the params.
 
     The written file loads with :func:`pipeboost.scenario.load_params_file` (checked before returning).
     """
+    if req.passes < 1:
+        raise CalibrationError(f"--passes {req.passes}: give 1 or more measurement passes")
+    start = time.perf_counter()
+    passes = [_measure(req, k) for k in range(req.passes)]
+    params = median_params(passes)
+    wall_s = time.perf_counter() - start
+    params = params.with_(provenance={**params.provenance, "wall_s": wall_s, "budget_s": req.budget_s,
+                                      "passes": req.passes})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_params_file(params, out)
+    load_params_file(out)
+    log.info("wrote %s in %.1f s", out, wall_s)
+    return params
+
+
+def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
+    """One measurement pass within ``req.budget_s / req.passes``: every phase, fitted."""
     devices, config, dtype, gpu = _resolve(req)
     model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
     model_dir = _checkpoint(req, config, dtype)
-    budget = Budget(req.budget_s)
+    budget = Budget(req.budget_s / req.passes)
     bar = Progress(total=24 + 14 * len(dict.fromkeys((req.preset, *req.profile_presets))), enabled=req.progress)
     try:
-        unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config)
+        unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config, pass_index == 0)
         sweep, concurrent = _phase_transfers(req, budget, devices, bar)
         computes, hops, slowdown = _phase_compute(budget, devices, config, dtype, bar, extras, model_dir,
                                                   req.link_gbps * 1e9 if req.link_gbps else None)
@@ -317,20 +342,17 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     extras["runtime_overhead_per_unit_s"] = runtime_s
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
-        per_gbps, calls = bench_profile.load_interference_per_gbps(profiles[0], model, model_dir, req.preset,
-                                                                   dtype, req.link_gbps * 1e9, n,
+        traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, devices[0].type)
+        per_gbps, calls = bench_profile.load_interference_per_gbps(traces, profiles[0], model, req.link_gbps * 1e9,
                                                                    extras.get("host_cores"))
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
+        wake_s, waits = bench_profile.unit_wake_s(traces)
+        extras["unit_wake_s_samples"] = [wake_s, waits]
+        extras["runtime_unit_wake_s"] = wake_s
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras, profiles)
     prov = build_provenance(req.devices, req.preset, dtype, {
-        "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s, "wall_s": budget.elapsed_s(),
+        "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s / req.passes, "wall_s": budget.elapsed_s(),
         "compute_threads": 1, "concurrent_layer_compute_slowdown": slowdown,
         "profiled_models": list(dict.fromkeys((req.preset, *req.profile_presets)))})
-    params = fit_measurements(m, req.link_gbps, gpu, model, prov)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_params_file(params, out)
-    load_params_file(out)
-    log.info("wrote %s in %.1f s", out, budget.elapsed_s())
-    return params
+    return fit_measurements(m, req.link_gbps, gpu, model, prov)

@@ -23,13 +23,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     req = CalibrationRequest(devices=args.devices, preset=models[0] if models else args.model,
                              budget_s=args.budget_s, link_gbps=args.link_gbps, dtype=args.dtype,
                              gpu_preset=args.gpu_preset, cache_dir=Path(args.cache_dir),
-                             progress=not args.no_progress, profile_presets=tuple(models[1:]))
+                             progress=not args.no_progress, profile_presets=tuple(models[1:]),
+                             passes=args.passes)
     params = calibrate(req, Path(args.out))
     prov = params.provenance
     print(f"wrote {args.out} ({prov.get('wall_s', 0.0):.1f} s of {args.budget_s:.0f} s budget)")
     for key in ("link_efficiency", "transfer_latency_s", "compute_efficiency", "memory_efficiency",
                 "unit_overhead_s", "hop_latency_s", "hop_bandwidth_bytes_per_s", "startup_s", "dispatch_s",
-                "handoff_s", "step_start_s", "host_cores", "compute_interference_per_gbps", "copy_interference_per_job",
+                "handoff_s", "step_start_s", "unit_wake_s", "host_cores", "compute_interference_per_gbps", "copy_interference_per_job",
                 "unit_load_cpu_s"):
         value = getattr(params, key)
         print(f"  {key:28s} {'-' if value is None else format(value, '.4g')}")
@@ -61,6 +62,9 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
                                                        "(default cpu-virtual on CPU)")
     p.add_argument("--cache-dir", default="runs/checkpoints", help="where random checkpoints are cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--passes", type=int, default=1,
+                   help="measurement passes within the budget, merged by the median of each fitted value "
+                        "(a machine whose speed drifts over minutes; default 1)")
     p.set_defaults(func=_cmd_calibrate)
     return p
 

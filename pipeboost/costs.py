@@ -34,7 +34,8 @@ Default parameters and where they come from:
   its per-device workers). ``dispatch_s``: a request's arrival to its first unit on an idle device;
   ``handoff_s``: a stage's output reaching the next stage's worker on another device, beyond the hop copy
   (and a token reaching stage 0 on another device for the next step); ``step_start_s``: a token to the next
-  step on the same device.
+  step on the same device. ``unit_wake_s = 0``: a unit landing on a device to the start of the compute that
+  waited for it (execute-while-load: the waiting worker's wake-up; 1-2 ms on the CPU executor).
 * ``compute_profiles = ()``: measured per-unit compute of model shapes on this machine
   (:mod:`pipeboost.compute_profile`, written by ``pipeboost calibrate``). A model whose shape has a profile
   is costed from the measurements (``profiled_s`` plus the profile's runtime overhead); others use the
@@ -75,6 +76,7 @@ class CostParams:
     dispatch_s: float = 0.0
     handoff_s: float = 0.0
     step_start_s: float = 0.0
+    unit_wake_s: float = 0.0
     compute_profiles: tuple[ComputeProfile, ...] = field(default=(), hash=False)
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False, compare=False)

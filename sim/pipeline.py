@@ -20,8 +20,8 @@ order; a unit that is not resident yet is waited for (execute-while-load), and t
 held only while resident units run. Between stages the activation is handed off (HOP, ``hop_cost``), and
 the next stage's worker picks it up ``params.handoff_s`` later (outside the stage's turn); a micro-batch's
 prefill starts ``params.dispatch_s`` after it is formed and each decode step ``handoff_s`` after the token
-when the last stage's GPU is not stage 0's (else ``step_start_s``): the serving runtime's own latencies, 0 by
-default.
+when the last stage's GPU is not stage 0's (else ``step_start_s``), and a unit that was waited for starts
+``params.unit_wake_s`` after it landed: the serving runtime's own latencies, 0 by default.
 A failure of any stage GPU interrupts every in-flight micro-batch of the instance: their requests are
 requeued at detection and re-prefilled with prompt plus generated tokens.
 """
@@ -222,6 +222,7 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
     while i < len(units):
         if units[i] not in gpu.resident:
             yield gpu.ready_event(units[i])
+            yield from _runtime_latency(inst, inst.ctx.costs.params.unit_wake_s)
         j = i + 1
         while j < len(units) and units[j] in gpu.resident:
             j += 1

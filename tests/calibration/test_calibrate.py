@@ -52,6 +52,8 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
         max(0.0, alone_rate / busy_rate - 1.0) / 2)
     assert len(prov["effective_cores_threads_alone_together"]) == 4
     assert params.dispatch_s > 0 and params.handoff_s > 0 and params.step_start_s > 0
+    wake_s, waits = prov["unit_wake_s_samples"]
+    assert params.unit_wake_s == wake_s >= 0 and (waits > 0 or wake_s == 0)
     assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0
     assert prov["resume_s"] > 0 and params.unit_load_cpu_s > 0
 

@@ -63,6 +63,31 @@ def test_pipeboost_first_token_runs_while_later_units_load():
     assert len(switch) == 1 and switch[0].t_start_s == pytest.approx(0.5 + model.replica_bytes / LINK_BYTES_PER_S)
 
 
+def test_a_unit_waited_for_starts_unit_wake_s_after_it_lands():
+    """Execute-while-load with ``unit_wake_s``: a unit the stage waited for starts that long after landing;
+    resident units start at once."""
+    base = tiny_scenario("pipeboost", gpus=2, cold_start_gpus=2, prompt=16, output=2)
+    wake = 0.003
+    sc = replace(base, params=replace(base.params, unit_wake_s=wake))
+    res = run_simulation(sc)
+    part = res.plan.partition
+    loads = {(r.gpu, r.layer): r.t_end_s for r in of_kind(res.trace, TraceKind.LOAD)}
+    t, waited = 0.0, 0
+    for stage, gpu in enumerate(res.plan.stage_gpus):
+        for unit in part.units_of_stage(stage):
+            if loads[(gpu, unit)] > t:
+                t, waited = loads[(gpu, unit)] + wake, waited + 1
+            start = of_kind(res.trace, TraceKind.PREFILL, request=0, layer=unit)[0].t_start_s
+            assert start == pytest.approx(t, **EXACT)
+            t += _compute(sc, unit, 16)
+        if stage == 0:
+            t += hop_cost(sc.params, sc.model.activation_bytes(16)).total_s
+    first = of_kind(res.trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s
+    assert waited >= 1 and first == pytest.approx(t, **EXACT)
+    without = of_kind(run_simulation(base).trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s
+    assert first > without
+
+
 def test_two_gpus_behind_one_uplink_share_it():
     sc = tiny_scenario("load_then_run", gpus=2, cold_start_gpus=2, switch=True)
     res = run_simulation(sc)

@@ -1,0 +1,82 @@
+"""Several calibration passes merged into one parameter set: the median of each fitted value.
+
+On a shared 2-core VM the machine's speed drifts over minutes, and the measurements of one pass share
+its window: three passes minutes apart gave copy-on-compute coefficients of 0.024, 0.075 and 0.043 per
+GB/s and profiles 2-7% apart. A pass is one full run of :func:`calibration.calibrate.calibrate`'s
+phases; :func:`median_params` takes, field by field, the median over the passes:
+
+* every float field (``None`` where any pass has ``None``), each key of
+  ``link_bandwidth_overrides_bytes_per_s`` present in every pass;
+* each compute profile (matched by shape key): per unit kind, the prefill table on the token counts every
+  pass measured and the decode table on the common batches, entry by entry, and the per-token decode
+  cost and runtime overhead;
+* provenance: the first pass's, plus ``passes`` (how many) and ``pass_values`` (each pass's scalar fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any, Sequence
+
+from pipeboost.compute_profile import UNIT_KINDS, ComputeProfile, KindProfile
+from pipeboost.costs import CostParams
+
+_SKIPPED = ("link_bandwidth_overrides_bytes_per_s", "compute_profiles", "provenance")
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(statistics.median(values))
+
+
+def _table(xs_list: Sequence[Sequence[int]], ys_list: Sequence[Sequence[float]]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The points every table has, each the median of its values."""
+    common = sorted(set(xs_list[0]).intersection(*map(set, xs_list[1:])))
+    ys = tuple(float(statistics.median(dict(zip(xs, vals))[x] for xs, vals in zip(xs_list, ys_list)))
+               for x in common)
+    return tuple(common), ys
+
+
+def _merge_kind(kinds: Sequence[KindProfile]) -> KindProfile:
+    tokens, prefill = _table([k.prefill_tokens for k in kinds], [k.prefill_s for k in kinds])
+    batches, decode = _table([k.decode_batches for k in kinds], [k.decode_s for k in kinds])
+    return KindProfile(tokens, prefill, batches, decode, float(statistics.median(k.decode_context_s for k in kinds)))
+
+
+def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
+    """Profiles of one shape merged (see the module docstring); ``info`` is the first's plus ``passes``."""
+    merged = {kind: _merge_kind([p.kind(kind) for p in profiles]) for kind in UNIT_KINDS}
+    return dataclasses.replace(profiles[0], embed=merged["embed"], layer=merged["layer"], head=merged["head"],
+                               runtime_overhead_s=float(statistics.median(p.runtime_overhead_s for p in profiles)),
+                               info={**profiles[0].info, "passes": len(profiles),
+                                     "pass_in_run_factors": [p.info.get("in_run_factors") for p in profiles]})
+
+
+def median_params(passes: Sequence[CostParams]) -> CostParams:
+    """One parameter set from calibration passes of the same machine and models (module docstring)."""
+    if not passes:
+        raise ValueError("median_params needs at least one pass")
+    if len(passes) == 1:
+        return passes[0]
+    first = passes[0]
+    changes: dict[str, Any] = {}
+    scalars: dict[str, list] = {}
+    for f in dataclasses.fields(CostParams):
+        if f.name in _SKIPPED:
+            continue
+        values = [getattr(p, f.name) for p in passes]
+        if all(isinstance(v, (int, float)) or v is None for v in values):
+            changes[f.name] = _median(values)
+            scalars[f.name] = values
+    keys = set(first.link_bandwidth_overrides_bytes_per_s).intersection(
+        *(set(p.link_bandwidth_overrides_bytes_per_s) for p in passes[1:]))
+    changes["link_bandwidth_overrides_bytes_per_s"] = {
+        k: float(statistics.median(p.link_bandwidth_overrides_bytes_per_s[k] for p in passes)) for k in sorted(keys)}
+    by_shape: dict[str, list[ComputeProfile]] = {}
+    for p in passes:
+        for prof in p.compute_profiles:
+            by_shape.setdefault(prof.shape, []).append(prof)
+    changes["compute_profiles"] = tuple(median_profile(by_shape[prof.shape]) for prof in first.compute_profiles
+                                        if len(by_shape[prof.shape]) == len(passes))
+    changes["provenance"] = {**first.provenance, "passes": len(passes), "pass_values": scalars}
+    return dataclasses.replace(first, **changes)

@@ -1,0 +1,48 @@
+"""Calibration passes merged by the median of each fitted value."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibration.calibrate import CalibrationError, CalibrationRequest, calibrate
+from calibration.passes import median_params
+from pipeboost.compute_profile import ComputeProfile, KindProfile
+from pipeboost.costs import CostParams
+
+
+def _kind(scale: float, tokens=(1, 4, 16)) -> KindProfile:
+    return KindProfile(tuple(tokens), tuple(scale * t for t in tokens), (1, 2), (scale, 2 * scale), 0.1 * scale)
+
+
+def _params(k: float, tokens=(1, 4, 16), cores: float | None = 1.8) -> CostParams:
+    profile = ComputeProfile("opt:h8", _kind(k, tokens), _kind(2 * k, tokens), _kind(3 * k, tokens),
+                             runtime_overhead_s=k, info={"model": "toy", "in_run_factors": {"layer/prefill": k}})
+    return CostParams(dispatch_s=k, compute_interference_per_gbps=10 * k, host_cores=cores,
+                      link_bandwidth_overrides_bytes_per_s={"host_mem": 1e9 * k, "only_here": 5.0},
+                      compute_profiles=(profile,), provenance={"machine": "m", "k": k})
+
+
+def test_every_value_is_the_median_of_the_passes():
+    merged = median_params([_params(1.0), _params(3.0, tokens=(1, 4)), _params(2.0)])
+    assert merged.dispatch_s == 2.0 and merged.compute_interference_per_gbps == 20.0 and merged.host_cores == 1.8
+    assert merged.link_bandwidth_overrides_bytes_per_s == {"host_mem": 2e9, "only_here": 5.0}
+    (profile,) = merged.compute_profiles
+    assert profile.layer.prefill_tokens == (1, 4)  # the token counts every pass measured
+    assert profile.layer.prefill_s == (4.0, 16.0) and profile.layer.decode_s == (4.0, 8.0)
+    assert profile.head.decode_context_s == pytest.approx(0.6) and profile.runtime_overhead_s == 2.0
+    assert profile.info["passes"] == 3 and [f["layer/prefill"] for f in profile.info["pass_in_run_factors"]] == [1, 3, 2]
+    assert merged.provenance["passes"] == 3 and merged.provenance["pass_values"]["dispatch_s"] == [1.0, 3.0, 2.0]
+    assert merged.provenance["machine"] == "m"
+
+
+def test_a_missing_value_in_any_pass_stays_missing_and_one_pass_is_itself():
+    assert median_params([_params(1.0), _params(2.0, cores=None)]).host_cores is None
+    one = _params(1.0)
+    assert median_params([one]) is one
+    with pytest.raises(ValueError):
+        median_params([])
+
+
+def test_zero_passes_is_refused_before_measuring(tmp_path):
+    with pytest.raises(CalibrationError, match="--passes 0"):
+        calibrate(CalibrationRequest(devices="cpu:2", preset="opt-tiny", passes=0), tmp_path / "p.yaml")
