@@ -249,6 +249,46 @@ def _one_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path,
     return {k: float(np.median(v)) for k, v in sorted(ratios.items())}
 
 
+CONCURRENCY_RUNS = 2
+"""Executor runs :func:`concurrency_slowdown` pools its unit calls over."""
+
+
+def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
+                         n_devices: int, host_cores: float | None, device_kind: str = "cpu", requests: int = 8,
+                         prompt_tokens: int = 32, output_tokens: int = 4,
+                         runs: int = CONCURRENCY_RUNS) -> tuple[float, int]:
+    """Slowdown of ``model``'s units per other device computing, beyond host-core sharing, on the executor,
+    and the number of samples (:attr:`ComputeProfile.concurrency_slowdown`).
+
+    ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
+    (no copies run), so the stages compute different requests at the same time. For every decoder-layer
+    call while ``k >= 2`` devices compute: its time over the (in-run scaled) ``profile``, divided by the
+    core-sharing factor ``max(1, k / host_cores)`` that :mod:`sim.hostcpu` charges, minus 1, per other
+    device computing; the median over the calls of ``runs`` runs (0 when negative). On the CPU executor
+    the workers share one interpreter besides the cores: a model of many small units (SmolLM2-135M's 30
+    thin layers) loses more to that than one of few large units."""
+    from executor.engine import run_executor
+
+    plan = pipeline_plan(preset, dtype, n_devices)
+    first_s = 0.2 + model.total_bytes / 1e9  # after every stage is resident (uncapped copies)
+    reqs = [Request(i, first_s, prompt_tokens, output_tokens) for i in range(requests)]
+    values: list[float] = []
+    for _ in range(max(1, runs)):
+        trace = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0,
+                             timeout_s=300.0).trace
+        layers = [r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE) and r.layer is not None
+                  and 0 <= int(r.layer) < model.num_layers]
+        for rec in layers:
+            mid = (rec.t_start_s + rec.t_end_s) / 2
+            computing = 1 + len({o.gpu for o in layers if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
+            if computing < 2:
+                continue
+            cores = max(1.0, computing / host_cores) if host_cores else 1.0
+            ratio = rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores
+            values.append((ratio - 1.0) / (computing - 1))
+    return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
+
+
 def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile:
     """``profile`` with each kind's prefill table times ``factors[kind/prefill]`` and its decode table and
     per-token cost times ``factors[kind/decode]`` (missing factors: 1); the factors go into ``info``."""

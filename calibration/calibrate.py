@@ -265,10 +265,12 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
 
 
 def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.device, dtype: str,
-                    bar: Progress, threads: int = 1) -> list[ComputeProfile]:
+                    bar: Progress, threads: int = 1, n_devices: int = 1,
+                    host_cores: float | None = None) -> list[ComputeProfile]:
     """Compute profiles of ``req.preset`` and each ``req.profile_presets`` model on ``device`` (one thread
     count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum),
-    each scaled by its in-run factors (:func:`calibration.bench_profile.in_run_factors`)."""
+    each scaled by its in-run factors (:func:`calibration.bench_profile.in_run_factors`) and, on 2 or more
+    CPU virtual devices, with its concurrency slowdown (:func:`calibration.bench_profile.concurrency_slowdown`)."""
     bar.stage("compute profiles")
     deadline = budget.phase(SHARES["profiles"])
     old_threads = torch.get_num_threads()
@@ -285,7 +287,14 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
             per_run: list[dict[str, float]] = []
             factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type, per_run=per_run)
             profile = bench_profile.scaled(alone, factors)
-            profiles.append(dataclasses.replace(profile, info={**profile.info, "in_run_factor_runs": per_run}))
+            info = {**profile.info, "in_run_factor_runs": per_run}
+            slowdown = 0.0
+            n = min(n_devices, model.num_layers)
+            if device.type == "cpu" and n >= 2:
+                slowdown, calls = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n,
+                                                                     host_cores)
+                info["concurrency_slowdown_calls"] = [slowdown, calls, n]
+            profiles.append(dataclasses.replace(profile, concurrency_slowdown=slowdown, info=info))
     finally:
         torch.set_num_threads(old_threads)
     return profiles
@@ -336,7 +345,8 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
         extras.update(bench_failure.measure_failure(model_dir, req.preset, dtype, executor_device_spec(req.devices),
                                                     n_stages, link_gbps=req.link_gbps or 2.0))
         bar.tick()
-        profiles = _phase_profiles(req, budget, devices[0], dtype, bar)
+        profiles = _phase_profiles(req, budget, devices[0], dtype, bar, n_devices=len(devices),
+                                   host_cores=extras.get("host_cores"))
     finally:
         bar.close()
     extras["runtime_overhead_per_unit_s"] = runtime_s

@@ -9,7 +9,7 @@ phases; :func:`median_params` takes, field by field, the median over the passes:
   ``link_bandwidth_overrides_bytes_per_s`` present in every pass;
 * each compute profile (matched by shape key): per unit kind, the prefill table on the token counts every
   pass measured and the decode table on the common batches, entry by entry, and the per-token decode
-  cost and runtime overhead;
+  cost, runtime overhead and concurrency slowdown;
 * provenance: the first pass's, plus ``passes`` (how many) and ``pass_values`` (each pass's scalar fields).
 """
 
@@ -48,6 +48,7 @@ def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
     merged = {kind: _merge_kind([p.kind(kind) for p in profiles]) for kind in UNIT_KINDS}
     return dataclasses.replace(profiles[0], embed=merged["embed"], layer=merged["layer"], head=merged["head"],
                                runtime_overhead_s=float(statistics.median(p.runtime_overhead_s for p in profiles)),
+                               concurrency_slowdown=float(statistics.median(p.concurrency_slowdown for p in profiles)),
                                info={**profiles[0].info, "passes": len(profiles),
                                      "pass_in_run_factors": [p.info.get("in_run_factors") for p in profiles]})
 

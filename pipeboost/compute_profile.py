@@ -16,7 +16,9 @@ operators), the cost model uses the measurements instead:
   jumps from 1 to 2 sequences and then grows slowly;
 * a chunk of ``tokens > 1`` after cached context: the chunk's prefill plus ``c`` per cached token read;
 * plus ``runtime_overhead_s`` per unit call: the executor runtime's own work around a module call
-  (waiting for residency, tracing), measured by calibration outside the modules.
+  (waiting for residency, tracing), measured by calibration outside the modules;
+* ``concurrency_slowdown`` (default 0): how much slower the shape's units run per other device of the node
+  computing at the same time, beyond host-core sharing (:mod:`sim.interference` applies it).
 
 A profile applies to every :class:`~pipeboost.spec.ModelSpec` of the same *shape* (:func:`shape_key`:
 family, hidden size, FFN size, attention and KV heads, vocabulary, dtype): the number of layers may differ,
@@ -129,6 +131,10 @@ class ComputeProfile:
     runtime_overhead_s: float = 0.0
     info: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     """Where it came from (model preset, device, residuals of the decode fits): not used for predictions."""
+    concurrency_slowdown: float = 0.0
+    """Extra slowdown of this shape's units per other device of the node computing at the same time, beyond
+    the sharing of ``CostParams.host_cores`` (the interpreter and memory the executor's workers share on CPU
+    virtual devices); used by :mod:`sim.interference`. 0: none."""
 
     def kind(self, name: str) -> KindProfile:
         return {"embed": self.embed, "layer": self.layer, "head": self.head}[name]
@@ -146,14 +152,15 @@ class ComputeProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"shape": self.shape, "runtime_overhead_s": self.runtime_overhead_s,
+                "concurrency_slowdown": self.concurrency_slowdown,
                 **{k: self.kind(k).to_dict() for k in UNIT_KINDS}, "info": dict(self.info)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComputeProfile":
-        unknown = set(data) - {"shape", "runtime_overhead_s", "info", *UNIT_KINDS}
+        unknown = set(data) - {"shape", "runtime_overhead_s", "concurrency_slowdown", "info", *UNIT_KINDS}
         if unknown:
-            raise ProfileError(f"unknown keys {sorted(unknown)}; valid: shape, runtime_overhead_s, info, "
-                               f"{', '.join(UNIT_KINDS)}")
+            raise ProfileError(f"unknown keys {sorted(unknown)}; valid: shape, runtime_overhead_s, "
+                               f"concurrency_slowdown, info, {', '.join(UNIT_KINDS)}")
         if not isinstance(data.get("shape"), str):
             raise ProfileError("needs shape: a string such as 'opt:h768:f3072:a12/12:v50272:float32'")
         kinds = {}
@@ -164,11 +171,16 @@ class ComputeProfile:
                 kinds[k] = KindProfile.from_dict(data[k])
             except ProfileError as exc:
                 raise ProfileError(f"{k}: {exc}") from None
-        overhead = float(data.get("runtime_overhead_s", 0.0))
-        if overhead < 0:
-            raise ProfileError(f"runtime_overhead_s must not be negative, got {overhead}")
-        return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], overhead,
-                   dict(data.get("info") or {}))
+        numbers = {}
+        for key in ("runtime_overhead_s", "concurrency_slowdown"):
+            try:
+                numbers[key] = float(data.get(key, 0.0))
+            except (TypeError, ValueError):
+                raise ProfileError(f"{key} must be a number, got {data.get(key)!r}") from None
+            if numbers[key] < 0:
+                raise ProfileError(f"{key} must not be negative, got {numbers[key]}")
+        return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], numbers["runtime_overhead_s"],
+                   dict(data.get("info") or {}), numbers["concurrency_slowdown"])
 
 
 def find_profile(profiles: Sequence[ComputeProfile], model: ModelSpec) -> ComputeProfile | None:

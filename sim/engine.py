@@ -104,9 +104,12 @@ class Simulation:
         self._routes = self._build_networks()
         self.interference: Interference | None = None
         """Compute slowed by concurrent activity (``CostParams.compute_interference_*``; None: off)."""
-        if Interference.enabled(scenario.params):
+        profile = scenario.params.profile_for(scenario.model)
+        model_per_job = profile.concurrency_slowdown if profile is not None else 0.0
+        if Interference.enabled(scenario.params, model_per_job):
             self.interference = Interference(self.env, scenario.params, topo.gpus_per_node, self._node_networks,
-                                             {g: route[1][-1] for g, route in enumerate(self._routes)})
+                                             {g: route[1][-1] for g, route in enumerate(self._routes)},
+                                             model_per_job)
         self.costs = StepCosts(scenario.params, topo.gpu, scenario.model)
         self.tp_costs = StepCosts(scenario.params, topo.gpu, scenario.model, tp=len(self.plan.gpus))
         self.recovery_fn = recovery_policy(scenario.policies.recovery)

@@ -17,8 +17,12 @@ updated whenever a compute job starts or ends (the loaders' threads share the co
 the compute threads), so copies in progress slow down and speed up. With all three 0 (the default) nothing
 here is used.
 
+The model's compute profile may add to alpha its ``concurrency_slowdown`` (what its units lose per other
+device computing beyond core sharing: the executor's workers share one interpreter).
+
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
-slowing each other, so alpha must be 0: the scenario loader refuses both) and the copy term stretches
+slowing each other, so ``compute_interference_per_job`` must be 0: the scenario loader refuses both; a
+profile's ``concurrency_slowdown`` is the part core sharing does not cover) and the copy term stretches
 each job's work before it enters the core-sharing network: calibration uses this combination on CPU
 virtual devices (cores for compute against compute, the measured copy term for loads).
 """
@@ -41,9 +45,10 @@ class Interference:
     """Who computes on each node now, and the slowdown factor of a job starting on a GPU."""
 
     def __init__(self, env: simpy.Environment, params: "CostParams", gpus_per_node: int,
-                 networks: Sequence["FluidNetwork"], gpu_links: Mapping[int, str] | None = None) -> None:
+                 networks: Sequence["FluidNetwork"], gpu_links: Mapping[int, str] | None = None,
+                 model_per_job: float = 0.0) -> None:
         self.env = env
-        self.per_job = params.compute_interference_per_job
+        self.per_job = params.compute_interference_per_job + model_per_job
         self.per_gbps = params.compute_interference_per_gbps
         self.copy_per_job = params.copy_interference_per_job
         self.gpus_per_node = gpus_per_node
@@ -56,9 +61,9 @@ class Interference:
             self.node_links[g // gpus_per_node].append((name, net.capacity_bytes_per_s[name]))
 
     @staticmethod
-    def enabled(params: "CostParams") -> bool:
+    def enabled(params: "CostParams", model_per_job: float = 0.0) -> bool:
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
-                or params.copy_interference_per_job > 0)
+                or params.copy_interference_per_job > 0 or model_per_job > 0)
 
     def factor(self, g: int) -> float:
         """``1 + alpha x others computing + beta x GB/s copied`` on GPU ``g``'s node, now."""

@@ -1,5 +1,7 @@
 """Compute profiles: interpolation, the cost model and simulator using them, strict loading, round trips."""
 
+import dataclasses
+
 import pytest
 
 from pipeboost.compute_profile import ComputeProfile, KindProfile, ProfileError, shape_key
@@ -92,3 +94,14 @@ def test_bad_profiles_name_the_entry_and_the_problem(tmp_path):
         ComputeProfile.from_dict({**good["compute_profiles"][0], "layers": {}})
     with pytest.raises(ProfileError, match="decode: {batches"):
         KindProfile.from_dict({"prefill": [[1, 1e-4]], "decode": [1, 2, 3]})
+
+
+def test_concurrency_slowdown_round_trips_and_a_bad_value_is_named():
+    profile = dataclasses.replace(_profile(), concurrency_slowdown=0.13)
+    assert ComputeProfile.from_dict(profile.to_dict()) == profile
+    old_file = {k: v for k, v in profile.to_dict().items() if k != "concurrency_slowdown"}
+    assert ComputeProfile.from_dict(old_file).concurrency_slowdown == 0.0  # files from before the field
+    with pytest.raises(ProfileError, match="concurrency_slowdown must not be negative, got -0.1"):
+        ComputeProfile.from_dict({**profile.to_dict(), "concurrency_slowdown": -0.1})
+    with pytest.raises(ProfileError, match="concurrency_slowdown must be a number, got 'fast'"):
+        ComputeProfile.from_dict({**profile.to_dict(), "concurrency_slowdown": "fast"})

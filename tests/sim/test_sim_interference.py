@@ -109,3 +109,26 @@ def test_copies_slow_while_the_node_computes_and_recover_after():
     env.run()
     assert ends == {"job": pytest.approx(2.0), "copy": pytest.approx(2.5)}
     assert net.capacity_bytes_per_s["n0.gpu0"] == 2e9
+
+
+def test_a_profile_concurrency_slowdown_stretches_a_job_that_starts_while_another_gpu_computes():
+    """Two replicas prefill at the same instant: the job started first sees nobody computing (its
+    measured time), the second sees one other GPU computing (x (1 + the profile's concurrency slowdown))."""
+    from pipeboost.compute_profile import ComputeProfile, KindProfile, shape_key
+
+    base = tiny_scenario("load_then_run", gpus=2, cold_start_gpus=2, requests=2, prompt=16, output=1,
+                         rate_per_s=1e9, max_batch=1)  # one request per replica
+    kind = KindProfile((1, 64), (1e-3, 1e-3), (1,), (1e-3,))
+    alpha = 0.25
+    profile = ComputeProfile(shape_key(base.model), kind, kind, kind, concurrency_slowdown=alpha)
+    sc = replace(base, params=replace(base.params, compute_profiles=(profile,)),
+                 serving=replace(base.serving, replica_prefill="sequential"))
+    res = run_simulation(sc)
+    prefills = sorted(of_kind(res.trace, TraceKind.PREFILL), key=lambda r: r.duration_s)
+    assert len(prefills) == 2 and {r.gpu for r in prefills} == {0, 1}
+    assert prefills[0].t_start_s == prefills[1].t_start_s
+    measured = prefills[0].duration_s
+    assert prefills[1].duration_s == pytest.approx(measured * (1 + alpha), **EXACT)
+    without = replace(sc.params, compute_profiles=(replace(profile, concurrency_slowdown=0.0),))
+    plain = run_simulation(replace(sc, params=without))
+    assert [r.duration_s for r in of_kind(plain.trace, TraceKind.PREFILL)] == pytest.approx([measured] * 2, **EXACT)
