@@ -18,6 +18,10 @@
   prefill alone, in order, each request's first token at the end of its own prefill, and only then one
   batched decode step of the requests already running (:mod:`executor.worker`); the simulator's replica
   server then does the same (:mod:`sim.replica`) instead of giving a whole burst one first-token time;
+* ``serving.replica_dispatch = "least_busy"``: the executor assigns a request to a replica when it arrives
+  (the fewest unfinished requests, ties to the lowest device) and that device serves its own queue in
+  order; the simulator's pool then dispatches the same way (:mod:`sim.pool`) instead of letting whichever
+  replica is idle first take it;
 * ``keep_alive_s`` large (the executor never releases an instance), and the given ``params``.
 
 :func:`compare_traces` lines the traces up by key (GPU, request, recovery index) and returns rows of
@@ -75,7 +79,7 @@ def validation_scenario(scenario: Scenario, params: CostParams, work_dir: Path,
     doc["workload"] = {"arrivals": {"kind": "trace", "file": "workload.csv"}, "num_requests": len(rows)}
     doc["serving"] = {**doc["serving"], "max_batch_size": max_batch_size, "keep_alive_s": KEEP_ALIVE_S,
                       "pipeline_micro_batch_size": 1, "pipeline_max_in_flight": max(len(rows), 1),
-                      "replica_prefill": "sequential"}
+                      "replica_prefill": "sequential", "replica_dispatch": "least_busy"}
     doc["executor"] = {**doc["executor"], "time_scale": 1.0, "max_requests": None,
                        "model_dir": _abs_model_dir(scenario)}
     scale = scenario.executor.time_scale

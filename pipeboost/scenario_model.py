@@ -49,6 +49,10 @@ class ServingSpec:
     step, every new request's first token at its end) or ``sequential`` (as the executor: each prefill
     alone, in order, its first token at its own end, then one decode step of the requests already running;
     see ``sim.replica``).
+    ``replica_dispatch``: how requests reach replicas: ``shared_queue`` (default; one FIFO that idle
+    replicas take from) or ``least_busy`` (as the executor: a request is assigned when it arrives to the
+    replica with the fewest unfinished requests, ties to the lowest GPU, and waits in that replica's own
+    queue; see ``sim.pool``).
     ``keep_alive_s``: idle time after which a model instance is
     released, so a later burst cold-starts again. ``weight_memory_fraction``: share of GPU memory weights may
     use (the rest holds KV cache and activations). ``source``: where weights come from (``host`` or ``nvme``).
@@ -72,6 +76,7 @@ class ServingSpec:
     pipeline_micro_batch_size: int | None = None
     pipeline_max_in_flight: int | None = None
     replica_prefill: str = "batched"
+    replica_dispatch: str = "shared_queue"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ FLOPS = {"_flops": 1.0, "_tflops": 1e12}
 ADAPTER_MODES = ("unmerged", "merged")
 ADAPTER_PLACEMENTS = ("all", "popular")
 REPLICA_PREFILL_MODES = ("batched", "sequential")
+REPLICA_DISPATCH_MODES = ("shared_queue", "least_busy")
 MAX_LAYERS = 1024
 MAX_DIMENSION = 10_000_000
 
@@ -171,7 +172,8 @@ def parse_serving(node: Node) -> ServingSpec:
         adapter_preload=node.get("adapter_preload", int, 1, check=at_least(0)),
         pipeline_micro_batch_size=node.get("pipeline_micro_batch_size", int, None, check=at_least(1)),
         pipeline_max_in_flight=node.get("pipeline_max_in_flight", int, None, check=at_least(1)),
-        replica_prefill=node.choice("replica_prefill", REPLICA_PREFILL_MODES, "batched"))
+        replica_prefill=node.choice("replica_prefill", REPLICA_PREFILL_MODES, "batched"),
+        replica_dispatch=node.choice("replica_dispatch", REPLICA_DISPATCH_MODES, "shared_queue"))
     node.done()
     return spec
 

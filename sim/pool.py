@@ -8,6 +8,12 @@ to the least-busy replica with ties to the lowest device index (``executor.pipel
 Owners are ``(kind, instance id, *gpus)`` tuples (``("replica", 0, 1)``, ``("pipeline", 0)``).
 Requests interrupted by a failure go back to the *front* of the queue in id order.
 
+With ``serving.replica_dispatch = "least_busy"`` (the executor's routing), replica servers attach a
+:class:`ReplicaQueue` of their own: a pushed request then goes at once to the attached replica with the
+fewest unfinished requests (running plus queued), ties to the lowest GPU, and waits in that replica's queue
+(waking it if idle); the shared queue keeps what arrived before any replica was attached and what a
+failure or release hands back. Requests waiting in a replica's own queue are not counted by autoscaling.
+
 Every request ends exactly once: :meth:`RequestPool.token` records FINISH when the last token is out, and
 :meth:`RequestPool.fail` records REQUEST_ERROR with a reason when no capacity remains.
 """
@@ -26,6 +32,22 @@ RELEASE = "release"
 """Value of an idle-wake event telling the server to stop (its instance is released)."""
 
 
+class ReplicaQueue:
+    """The own queue of one replica server under ``least_busy`` dispatch (see the module docstring)."""
+
+    def __init__(self, owner: Hashable, gpu: int, running: Callable[[], int]) -> None:
+        self.owner, self.gpu, self._running = owner, gpu, running
+        self.queue: deque[ReqState] = deque()
+
+    def load(self) -> int:
+        """Unfinished requests assigned to this replica: running plus queued."""
+        return self._running() + len(self.queue)
+
+    def take(self, limit: int) -> list[ReqState]:
+        q = self.queue
+        return [q.popleft() for _ in range(min(limit, len(q)))]
+
+
 class RequestPool:
     """FIFO of waiting requests plus idle servers; counts terminal requests."""
 
@@ -34,6 +56,8 @@ class RequestPool:
         self.tracer = tracer
         self.queue: deque[ReqState] = deque()
         self._idle: dict[Hashable, simpy.Event] = {}
+        self._replicas: dict[Hashable, ReplicaQueue] = {}
+        """Attached replica queues (``least_busy`` dispatch), by owner."""
         self._idle_by_instance: dict[object, dict[Hashable, simpy.Event]] = {}
         """The idle owners per instance id, instances in the order they last had an owner turn idle."""
         self._on_terminal = on_terminal
@@ -44,8 +68,25 @@ class RequestPool:
 
     # ---- queue ------------------------------------------------------------------------------
     def push(self, req: ReqState) -> None:
+        if self._replicas:
+            target = min(self._replicas.values(), key=lambda r: (r.load(), r.gpu))
+            target.queue.append(req)
+            ev = self._drop(target.owner)
+            if ev is not None:
+                ev.succeed(None)
+            return
         self.queue.append(req)
         self._wake(1)
+
+    def attach(self, replica: ReplicaQueue) -> None:
+        """From now on, pushed requests may be assigned to ``replica`` (``least_busy`` dispatch)."""
+        self._replicas[replica.owner] = replica
+
+    def detach(self, owner: Hashable) -> list[ReqState]:
+        """Stop assigning to ``owner``; returns the requests still in its own queue (the caller hands them
+        back)."""
+        replica = self._replicas.pop(owner, None)
+        return list(replica.queue) if replica is not None else []
 
     def push_front(self, reqs: Iterable[ReqState]) -> None:
         """Return interrupted requests to the head of the queue (lowest id first)."""

@@ -31,7 +31,7 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
-from sim.pool import RELEASE
+from sim.pool import RELEASE, ReplicaQueue
 from sim.state import ReqState
 from sim.stepcost import StepCosts
 
@@ -121,9 +121,15 @@ class _Server:
         self.context = 0  # total cached context of ``running``, tokens
         self.held = 0  # KV tokens reserved for ``running``
         self.busy = False
+        self.own: ReplicaQueue | None = None
+        """This replica's queue under ``least_busy`` dispatch (``sim.pool``); None: the shared queue only."""
+        if ctx.scenario.serving.replica_dispatch == "least_busy" and self.lora is None:
+            self.own = ReplicaQueue(self.owner, gpus[0], lambda: len(self.running))
 
     def run(self) -> Generator[simpy.Event, object, None]:
         """Admit, run one iteration, repeat; idle while there is no work; return when released."""
+        if self.own is not None:
+            self.pool.attach(self.own)
         try:
             while True:
                 new, target = self._take()
@@ -136,6 +142,7 @@ class _Server:
                     self.held += tokens
                 if not self.running and not new:
                     if (yield from self._idle(waiting)):
+                        self.pool.push_front(self.pool.detach(self.owner))  # released: hand back its queue
                         return
                     continue
                 latency = self.costs.params.step_start_s
@@ -158,7 +165,10 @@ class _Server:
         """Queued requests to admit now (before KV admission) and a LoRA switch target (``False``: none)."""
         running = len(self.running)
         if self.lora is None:
-            return (self.pool.take(self.limit - running) if running < self.limit else []), False
+            if running >= self.limit:
+                return [], False
+            own = self.own.take(self.limit - running) if self.own is not None else []
+            return own + self.pool.take(self.limit - running - len(own)), False
         new = self.lora.take(self.inst, self.gpus[0], self.limit - running, running)
         target = self.lora.wants_switch(self.inst, self.gpus[0]) if not running and not new else False
         return new, target
@@ -261,7 +271,7 @@ class _Server:
         self.pool.forget(self.owner)
         for g, per in self.per_gpu:
             self.kv.release(g, self.held * per)
-        self.inst.orphan(self.running)
+        self.inst.orphan(self.running + self.pool.detach(self.owner))
         if self.busy:
             self.inst.work_ended()
 

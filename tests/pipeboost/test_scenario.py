@@ -76,7 +76,7 @@ def test_unknown_key_lists_valid_keys():
     with pytest.raises(ScenarioError, match=r"s.yaml: serving.keepalive_s: unknown key 'keepalive_s'; valid keys "
                                             r"here: adapter_epoch_s, adapter_mode, adapter_placement, adapter_preload, "
                                             r"cold_start_gpus, keep_alive_s, max_batch_size, pipeline_max_in_flight, "
-                                            r"pipeline_micro_batch_size, replica_prefill, source, "
+                                            r"pipeline_micro_batch_size, replica_dispatch, replica_prefill, source, "
                                             r"weight_memory_fraction"):
         load(mutated(serving__keepalive_s=3))
 
@@ -222,3 +222,14 @@ def test_mutated_model_configs_only_raise_scenario_errors(path, value):
         node = node[key]
     node[path[-1]] = value
     _load_ok_or_scenario_error(doc)
+
+
+def test_replica_dispatch_is_strict_and_round_trips():
+    with pytest.raises(ScenarioError) as err:
+        load(mutated(serving__replica_dispatch="random"))
+    assert str(err.value) == ("s.yaml: serving.replica_dispatch: unknown value 'random'; "
+                              "use one of: shared_queue, least_busy")
+    scenario = load(mutated(serving__replica_dispatch="least_busy"))
+    assert scenario.serving.replica_dispatch == "least_busy"
+    assert scenario_from_dict(yaml.safe_load(dump_scenario_yaml(scenario)), file="s.yaml") == scenario
+    assert load(BASE).serving.replica_dispatch == "shared_queue"

@@ -318,3 +318,17 @@ def test_request_after_the_switch_waits_for_the_stage_queued_before_it_on_the_lo
     assert late[0].t_start_s == pytest.approx(hop.t_end_s, **EXACT)
     assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=2)[0].t_start_s == pytest.approx(late[0].t_end_s, **EXACT)
     assert res.finished == 3
+
+
+@pytest.mark.parametrize("dispatch, gpus", [("least_busy", [0, 1, 0, 1]), ("shared_queue", [0, 0, 0, 0])])
+def test_replica_dispatch_least_busy_spreads_a_burst_as_the_executor_routes_it(tmp_path, dispatch, gpus):
+    """A burst after both replicas are ready: least_busy assigns each request on arrival to the replica
+    with fewer unfinished requests (ties: lower GPU); the shared queue lets the first idle replica take
+    up to its batch limit."""
+    serving = dict(replica_prefill="sequential", pipeline_micro_batch_size=1, pipeline_max_in_flight=8)
+    ready = of_kind(run_simulation(_arrivals_at(tmp_path, [0.0], **serving)).trace,
+                    TraceKind.REPLICA_READY)[0].t_start_s
+    burst = [0.0] + [ready + 0.01] * 4
+    res = run_simulation(_arrivals_at(tmp_path, burst, replica_dispatch=dispatch, **serving))
+    firsts = [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0] for i in range(1, 5)]
+    assert [r.gpu for r in firsts] == gpus and res.finished == 5
