@@ -13,6 +13,7 @@ goal (5% / 10%).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -33,6 +34,8 @@ def variants(params: CostParams) -> dict[str, CostParams]:
         "no compute slowed by copies": params.with_(compute_interference_per_gbps=0.0),
         "no copies slowed by compute": params.with_(copy_interference_per_job=0.0),
         "no shared host cores": params.with_(host_cores=None),
+        "no per-model concurrency slowdown": params.with_(compute_profiles=tuple(
+            dataclasses.replace(p, concurrency_slowdown=0.0) for p in params.compute_profiles)),
     }
 
 

@@ -17,8 +17,9 @@ updated whenever a compute job starts or ends (the loaders' threads share the co
 the compute threads), so copies in progress slow down and speed up. With all three 0 (the default) nothing
 here is used.
 
-The model's compute profile may add to alpha its ``concurrency_slowdown`` (what its units lose per other
-device computing beyond core sharing: the executor's workers share one interpreter).
+The model's compute profile may add its ``concurrency_slowdown`` (what its units lose while another device
+computes, beyond core sharing: the executor's workers share one interpreter), once when any other GPU of the
+node computes: it is measured with two devices, and with more core sharing already stretches the job.
 
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
 slowing each other, so ``compute_interference_per_job`` must be 0: the scenario loader refuses both; a
@@ -48,7 +49,10 @@ class Interference:
                  networks: Sequence["FluidNetwork"], gpu_links: Mapping[int, str] | None = None,
                  model_per_job: float = 0.0) -> None:
         self.env = env
-        self.per_job = params.compute_interference_per_job + model_per_job
+        self.per_job = params.compute_interference_per_job
+        self.model_per_job = model_per_job
+        """The model profile's ``concurrency_slowdown``: charged once when any other GPU of the node computes
+        (it is measured with two devices; with more, core sharing already stretches the job)."""
         self.per_gbps = params.compute_interference_per_gbps
         self.copy_per_job = params.copy_interference_per_job
         self.gpus_per_node = gpus_per_node
@@ -70,7 +74,7 @@ class Interference:
         node = g // self.gpus_per_node
         others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
         copy_gbps = self.networks[node].total_rate_bytes_per_s() / 1e9
-        return 1.0 + self.per_job * others + self.per_gbps * copy_gbps
+        return 1.0 + self.per_job * others + self.model_per_job * min(others, 1) + self.per_gbps * copy_gbps
 
     def compute(self, gpus: Sequence[int], seconds: float,
                 host_cpus: Sequence["HostCPU"] | None = None) -> Generator[simpy.Event, object, None]:

@@ -132,3 +132,25 @@ def test_a_profile_concurrency_slowdown_stretches_a_job_that_starts_while_anothe
     without = replace(sc.params, compute_profiles=(replace(profile, concurrency_slowdown=0.0),))
     plain = run_simulation(replace(sc, params=without))
     assert [r.duration_s for r in of_kind(plain.trace, TraceKind.PREFILL)] == pytest.approx([measured] * 2, **EXACT)
+
+
+def test_the_model_concurrency_slowdown_counts_once_however_many_others_compute():
+    """Measured with two devices, it is charged once when any other GPU computes (core sharing covers
+    more), while ``compute_interference_per_job`` stays per other GPU."""
+    import simpy
+
+    from pipeboost.costs import CostParams
+    from sim.interference import Interference
+    from sim.network import FluidNetwork
+
+    env = simpy.Environment()
+    it = Interference(env, CostParams(compute_interference_per_job=0.01), 4, [FluidNetwork(env, {"l": 1e9})],
+                      model_per_job=0.2)
+
+    def job(g):
+        yield from it.compute((g,), 1.0)
+    for g in (1, 2, 3):
+        env.process(job(g))
+    env.run(until=0.5)
+    assert it.factor(0) == pytest.approx(1.0 + 0.01 * 3 + 0.2)
+    assert Interference.enabled(CostParams(), 0.2) and not Interference.enabled(CostParams())
