@@ -323,10 +323,9 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
     """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
 
     For every decoder-layer call of :func:`loading_runs` made while loads run: its time over the (in-run
-    scaled) ``profile``, divided by what the simulator already charges for the devices computing with it
-    (core sharing ``max(1, devices computing / host_cores)``, :mod:`sim.hostcpu`, and the profile's
-    ``concurrency_slowdown`` when another device computes, :mod:`sim.interference`), minus 1, per GB/s
-    being copied; the median over the calls of all runs."""
+    scaled) ``profile``, divided by the core-sharing factor ``max(1, devices computing / host_cores)`` that
+    :mod:`sim.hostcpu` already charges, minus 1, per GB/s being copied; the median over the calls of all
+    runs."""
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
@@ -370,7 +369,6 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
             continue
         computing = 1 + len({o.gpu for o in layers if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
         cores = max(1.0, computing / host_cores) if host_cores else 1.0
-        concurrent = 1.0 + profile.concurrency_slowdown * min(computing - 1, 1)  # as sim.interference charges
-        ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores / concurrent
+        ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores
         values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
     return values
