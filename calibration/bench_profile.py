@@ -209,20 +209,36 @@ INTERFERENCE_RUNS = 3
 """Executor runs the copy-on-compute coefficient pools its layer calls over (same reason)."""
 
 
+LONG_PROMPT_TOKENS = 128
+"""Second prompt length of the in-run factors' prefills (the first is ``prompt_tokens``, 32): a layer's
+in-run factor changes with the tokens it computes (0.91-0.95x of the 32-token factor at 128 tokens for
+OPT-125M, 0.79-0.87x for its head)."""
+LONG_PROMPT_RUNS = 2
+
+
 def in_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
                    device_kind: str = "cpu", requests: int = 3, prompt_tokens: int = 32,
                    output_tokens: int = 6, runs: int = IN_RUN_RUNS,
-                   per_run: list[dict[str, float]] | None = None) -> dict[str, float]:
+                   per_run: list[dict[str, float]] | None = None,
+                   long_prompt_tokens: int | None = LONG_PROMPT_TOKENS,
+                   long_runs: int = LONG_PROMPT_RUNS) -> dict[str, float]:
     """Ratio of the executor's unit durations in a run to the profile's, per ``kind/phase``
     (``layer/prefill``, ``head/decode``, ...): one device, one request at a time, after the load; the
     median over each run's units, then the median over ``runs`` runs (each run's factors are appended to
-    ``per_run`` when given).
+    ``per_run`` when given). With ``long_prompt_tokens``, ``long_runs`` more runs with prompts of that length
+    give the prefill factors at it, keyed ``kind/prefill@TOKENS`` (:func:`scaled` interpolates between the
+    two lengths).
 
     A module timed alone runs faster than inside a forward pass (its caches and the allocator's are warm,
     the worker thread has just run it); the factors carry the difference into the profile
     (:func:`scaled`)."""
     samples = [_one_run_factors(profile, model, model_dir, preset, dtype, device_kind, requests, prompt_tokens,
                                 output_tokens) for _ in range(max(1, runs))]
+    if long_prompt_tokens and long_prompt_tokens != prompt_tokens and long_runs > 0:
+        for _ in range(long_runs):
+            run = _one_run_factors(profile, model, model_dir, preset, dtype, device_kind, requests,
+                                   long_prompt_tokens, 2)
+            samples.append({f"{k}@{long_prompt_tokens}": v for k, v in run.items() if k.endswith("/prefill")})
     if per_run is not None:
         per_run.extend(samples)
     keys = sorted({k for run in samples for k in run})
@@ -289,14 +305,32 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
 
 
-def scaled(profile: ComputeProfile, factors: dict[str, float]) -> ComputeProfile:
-    """``profile`` with each kind's prefill table times ``factors[kind/prefill]`` and its decode table and
-    per-token cost times ``factors[kind/decode]`` (missing factors: 1); the factors go into ``info``."""
+def _prefill_factor(factors: dict[str, float], kind: str, tokens: int, base_tokens: int) -> float:
+    """The prefill factor of ``kind`` at ``tokens``: ``kind/prefill`` at ``base_tokens`` and below; with a
+    ``kind/prefill@T`` factor, that one at ``T`` and above, linear in log(tokens) between."""
+    base = factors.get(f"{kind}/prefill", 1.0)
+    longer = [(int(k.rsplit("@", 1)[1]), v) for k, v in factors.items() if k.startswith(f"{kind}/prefill@")]
+    if not longer or tokens <= base_tokens:
+        return base
+    t_long, f_long = max(longer)
+    if tokens >= t_long:
+        return f_long
+    w = (np.log(tokens) - np.log(base_tokens)) / (np.log(t_long) - np.log(base_tokens))
+    return float(base + w * (f_long - base))
+
+
+def scaled(profile: ComputeProfile, factors: dict[str, float], base_tokens: int = 32) -> ComputeProfile:
+    """``profile`` with each kind's prefill table times its prefill factor at each token count
+    (:func:`_prefill_factor`: ``factors[kind/prefill]``, measured at ``base_tokens``, and
+    ``factors[kind/prefill@T]`` when present) and its decode table and per-token cost times
+    ``factors[kind/decode]`` (missing factors: 1); the factors go into ``info``."""
     kinds = {}
     for kind in UNIT_KINDS:
         k = profile.kind(kind)
-        fp, fd = factors.get(f"{kind}/prefill", 1.0), factors.get(f"{kind}/decode", 1.0)
-        kinds[kind] = KindProfile(k.prefill_tokens, tuple(s * fp for s in k.prefill_s), k.decode_batches,
+        fd = factors.get(f"{kind}/decode", 1.0)
+        prefill = tuple(s * _prefill_factor(factors, kind, t, base_tokens) for t, s in zip(k.prefill_tokens,
+                                                                                             k.prefill_s))
+        kinds[kind] = KindProfile(k.prefill_tokens, prefill, k.decode_batches,
                                   tuple(s * fd for s in k.decode_s), k.decode_context_s * fd)
     return dataclasses.replace(profile, embed=kinds["embed"], layer=kinds["layer"], head=kinds["head"],
                                info={**profile.info, "in_run_factors": dict(factors)})

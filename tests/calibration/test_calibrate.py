@@ -70,6 +70,7 @@ def test_every_listed_model_gets_a_compute_profile(params_path):
         assert len(p.layer.prefill_tokens) >= 4 and p.layer.decode_batches == (1, 2, 3, 4, 6, 8)
         assert p.runtime_overhead_s == params.provenance["runtime_overhead_per_unit_s"]
         assert all(s > 0 for s in p.layer.prefill_s)
+        assert {"layer/prefill", "layer/prefill@128", "head/prefill@128"} <= set(p.info["in_run_factors"])
         slowdown, calls, devices = p.info["concurrency_slowdown_calls"]  # two virtual devices
         assert p.concurrency_slowdown == slowdown >= 0 and calls > 0 and devices == 2
 
