@@ -295,13 +295,24 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
         layers = [r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE) and r.layer is not None
                   and 0 <= int(r.layer) < model.num_layers]
         for rec in layers:
-            mid = (rec.t_start_s + rec.t_end_s) / 2
-            computing = 1 + len({o.gpu for o in layers if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
+            computing, cores = _devices_computing(rec, layers, host_cores)
             if computing < 2:
                 continue
-            cores = max(1.0, computing / host_cores) if host_cores else 1.0
             ratio = rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores
             values.append((ratio - 1.0) / (computing - 1))
+    return _nonnegative_median(values)
+
+
+def _devices_computing(rec: TraceRecord, calls: list[TraceRecord], host_cores: float | None) -> tuple[int, float]:
+    """Devices computing at the middle of ``rec`` (its own included, from ``calls``) and the core-sharing
+    factor ``max(1, devices / host_cores)`` that :mod:`sim.hostcpu` charges for them (1 without host cores)."""
+    mid = (rec.t_start_s + rec.t_end_s) / 2
+    computing = 1 + len({o.gpu for o in calls if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
+    return computing, (max(1.0, computing / host_cores) if host_cores else 1.0)
+
+
+def _nonnegative_median(values: list[float]) -> tuple[float, int]:
+    """The median of ``values`` clipped at 0 (0 without values), and how many there are."""
     return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
 
 
@@ -362,7 +373,7 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
     runs."""
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
-    return (max(0.0, float(np.median(values))) if values else 0.0), len(values)
+    return _nonnegative_median(values)
 
 
 WAKE_WINDOW_S = 0.02
@@ -401,8 +412,7 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
         copying = sum(1 for a, b in loads if a <= mid <= b)
         if not copying:
             continue
-        computing = 1 + len({o.gpu for o in layers if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
-        cores = max(1.0, computing / host_cores) if host_cores else 1.0
+        _, cores = _devices_computing(rec, layers, host_cores)
         ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores
         values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
     return values

@@ -44,8 +44,8 @@ class ReplicaQueue:
         return self._running() + len(self.queue)
 
     def take(self, limit: int) -> list[ReqState]:
-        q = self.queue
-        return [q.popleft() for _ in range(min(limit, len(q)))]
+        """Up to ``limit`` requests from the head of this replica's queue."""
+        return _take_from(self.queue, limit)
 
 
 class RequestPool:
@@ -102,9 +102,7 @@ class RequestPool:
 
     def take(self, limit: int) -> list[ReqState]:
         """Up to ``limit`` requests from the head of the queue."""
-        q = self.queue
-        n = min(limit, len(q))
-        return [q.popleft() for _ in range(n)]
+        return _take_from(self.queue, limit)
 
     # ---- idle servers -----------------------------------------------------------------------
     def wait_work(self, owner: Hashable) -> simpy.Event:
@@ -178,6 +176,11 @@ class RequestPool:
     def _terminal(self) -> None:
         self.terminal += 1
         self._on_terminal()
+
+
+def _take_from(queue: deque[ReqState], limit: int) -> list[ReqState]:
+    """Up to ``limit`` requests popped from the head of ``queue``, in order."""
+    return [queue.popleft() for _ in range(min(limit, len(queue)))]
 
 
 def _instance_of(owner: Hashable) -> object:
