@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,10 +307,10 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     """
     if req.passes < 1:
         raise CalibrationError(f"--passes {req.passes}: give 1 or more measurement passes")
-    start = time.perf_counter()
+    total = Budget(req.budget_s)
     passes = [_measure(req, k) for k in range(req.passes)]
     params = median_params(passes)
-    wall_s = time.perf_counter() - start
+    wall_s = total.elapsed_s()
     params = params.with_(provenance={**params.provenance, "wall_s": wall_s, "budget_s": req.budget_s,
                                       "passes": req.passes})
     out = Path(out)
