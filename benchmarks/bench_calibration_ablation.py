@@ -35,7 +35,8 @@ def variants(params: CostParams) -> dict[str, CostParams]:
         "no copies slowed by compute": params.with_(copy_interference_per_job=0.0),
         "no shared host cores": params.with_(host_cores=None),
         "no per-model concurrency slowdown": params.with_(compute_profiles=tuple(
-            dataclasses.replace(p, concurrency_slowdown=0.0) for p in params.compute_profiles)),
+            dataclasses.replace(p, concurrency_slowdown=0.0, prefill_concurrency_slowdown=0.0)
+            for p in params.compute_profiles)),
     }
 
 

@@ -267,40 +267,68 @@ def _one_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path,
 
 CONCURRENCY_RUNS = 2
 """Executor runs :func:`concurrency_slowdown` pools its unit calls over."""
+PHASES = ("prefill", "decode")
 
 
 def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
                          n_devices: int, host_cores: float | None, device_kind: str = "cpu", requests: int = 8,
                          prompt_tokens: int = 32, output_tokens: int = 4,
-                         runs: int = CONCURRENCY_RUNS) -> tuple[float, int]:
-    """Slowdown of ``model``'s units per other device computing, beyond host-core sharing, on the executor,
-    and the number of samples (:attr:`ComputeProfile.concurrency_slowdown`).
+                         runs: int = CONCURRENCY_RUNS) -> dict[str, tuple[float, int]]:
+    """Per phase (``prefill``, ``decode``): the slowdown of ``model``'s units per other device computing,
+    beyond host-core sharing, on the executor, and the number of samples
+    (:attr:`ComputeProfile.prefill_concurrency_slowdown`, :attr:`ComputeProfile.concurrency_slowdown`).
 
     ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
-    (no copies run), so the stages compute different requests at the same time. For every decoder-layer
-    call while ``k >= 2`` devices compute: its time over the (in-run scaled) ``profile``, divided by the
-    core-sharing factor ``max(1, k / host_cores)`` that :mod:`sim.hostcpu` charges, minus 1, per other
-    device computing; the median over the calls of ``runs`` runs (0 when negative). On the CPU executor
-    the workers share one interpreter besides the cores: a model of many small units (SmolLM2-135M's 30
-    thin layers) loses more to that than one of few large units."""
+    (no copies run), so the stages compute different requests at the same time; see
+    :func:`concurrency_slowdowns` for how one run's calls are read. The median over the calls of ``runs``
+    runs (0 when negative). On the CPU executor the workers share one interpreter besides the cores: a
+    decode step, mostly Python around small kernels, loses to that (SmolLM2-135M's 30 thin layers more than
+    OPT-125M's 12), a prefill, mostly kernels that release the interpreter, hardly."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices)
     first_s = 0.2 + model.total_bytes / 1e9  # after every stage is resident (uncapped copies)
     reqs = [Request(i, first_s, prompt_tokens, output_tokens) for i in range(requests)]
-    values: list[float] = []
+    values: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for _ in range(max(1, runs)):
         trace = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0,
                              timeout_s=300.0).trace
-        layers = [r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE) and r.layer is not None
-                  and 0 <= int(r.layer) < model.num_layers]
-        for rec in layers:
-            computing, cores = _devices_computing(rec, layers, host_cores)
-            if computing < 2:
-                continue
-            ratio = rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores
-            values.append((ratio - 1.0) / (computing - 1))
-    return _nonnegative_median(values)
+        for phase, run_values in concurrency_slowdowns(trace, profile, model, host_cores, prompt_tokens).items():
+            values[phase].extend(run_values)
+    return {phase: _nonnegative_median(v) for phase, v in values.items()}
+
+
+def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec,
+                          host_cores: float | None, prompt_tokens: int) -> dict[str, list[float]]:
+    """Per phase, one value per decoder-layer call of one run made while ``k >= 2`` devices compute: its
+    time over the ``profile``'s, divided by the core-sharing factor ``max(1, k / host_cores)`` that
+    :mod:`sim.hostcpu` charges and by the run's own speed (:func:`_run_speed`: the same ratio over the
+    run's calls of that phase made while one device computes), minus 1, per other device computing.
+
+    Dividing by the run's own single-device calls makes it a difference measured within one run: each run
+    has its own speed (+-5-10% between runs on a 2-core VM), which is the in-run factors' business."""
+    layers = [r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE) and r.layer is not None
+              and 0 <= int(r.layer) < model.num_layers]
+    ratios: dict[str, list[tuple[float, int]]] = {phase: [] for phase in PHASES}
+    for rec in layers:
+        computing, cores = _devices_computing(rec, layers, host_cores)
+        phase = "prefill" if rec.kind is TraceKind.PREFILL else "decode"
+        ratios[phase].append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, computing))
+    out = {}
+    for phase, calls in ratios.items():
+        speed = _run_speed([r for r, k in calls if k < 2])
+        out[phase] = [(r / speed - 1.0) / (k - 1) for r, k in calls if k >= 2]
+    return out
+
+
+RUN_SPEED_MIN_CALLS = 5
+"""Fewer reference calls than this in a run: its speed is taken as 1 (the profile's)."""
+
+
+def _run_speed(reference_ratios: list[float]) -> float:
+    """A run's own speed: the median of its reference calls' time-over-profile ratios (1 with fewer than
+    :data:`RUN_SPEED_MIN_CALLS`)."""
+    return float(np.median(reference_ratios)) if len(reference_ratios) >= RUN_SPEED_MIN_CALLS else 1.0
 
 
 def _devices_computing(rec: TraceRecord, calls: list[TraceRecord], host_cores: float | None) -> tuple[int, float]:
@@ -369,8 +397,9 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
 
     For every decoder-layer call of :func:`loading_runs` made while loads run: its time over the (in-run
     scaled) ``profile``, divided by the core-sharing factor ``max(1, devices computing / host_cores)`` that
-    :mod:`sim.hostcpu` already charges, minus 1, per GB/s being copied; the median over the calls of all
-    runs."""
+    :mod:`sim.hostcpu` already charges and by the run's own speed (:func:`_run_speed` of the same ratio
+    over the run's layer calls made while no load runs), minus 1, per GB/s being copied; the median over
+    the calls of all runs."""
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return _nonnegative_median(values)
@@ -406,13 +435,11 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
     loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
     layers = [r for r in trace if r.kind is TraceKind.PREFILL and r.layer is not None
               and 0 <= int(r.layer) < model.num_layers]
-    values = []
+    calls = []
     for rec in layers:
         mid = (rec.t_start_s + rec.t_end_s) / 2
         copying = sum(1 for a, b in loads if a <= mid <= b)
-        if not copying:
-            continue
         _, cores = _devices_computing(rec, layers, host_cores)
-        ratio = rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores
-        values.append((ratio - 1.0) / (copying * link_bytes_per_s / 1e9))
-    return values
+        calls.append((rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores, copying))
+    speed = _run_speed([r for r, copying in calls if not copying])
+    return [(r / speed - 1.0) / (copying * link_bytes_per_s / 1e9) for r, copying in calls if copying]

@@ -287,13 +287,15 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
             factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type, per_run=per_run)
             profile = bench_profile.scaled(alone, factors)
             info = {**profile.info, "in_run_factor_runs": per_run}
-            slowdown = 0.0
+            slowdowns = {phase: 0.0 for phase in bench_profile.PHASES}
             n = min(n_devices, model.num_layers)
             if device.type == "cpu" and n >= 2:
-                slowdown, calls = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n,
-                                                                     host_cores)
-                info["concurrency_slowdown_calls"] = [slowdown, calls, n]
-            profiles.append(dataclasses.replace(profile, concurrency_slowdown=slowdown, info=info))
+                measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n, host_cores)
+                slowdowns = {phase: value for phase, (value, _) in measured.items()}
+                info["concurrency_slowdown_calls"] = {phase: [value, calls, n]
+                                                      for phase, (value, calls) in measured.items()}
+            profiles.append(dataclasses.replace(profile, concurrency_slowdown=slowdowns["decode"],
+                                                prefill_concurrency_slowdown=slowdowns["prefill"], info=info))
     finally:
         torch.set_num_threads(old_threads)
     return profiles

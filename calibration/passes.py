@@ -49,6 +49,7 @@ def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
     return dataclasses.replace(profiles[0], embed=merged["embed"], layer=merged["layer"], head=merged["head"],
                                runtime_overhead_s=float(statistics.median(p.runtime_overhead_s for p in profiles)),
                                concurrency_slowdown=float(statistics.median(p.concurrency_slowdown for p in profiles)),
+                               prefill_concurrency_slowdown=_median([p.prefill_concurrency_slowdown for p in profiles]),
                                info={**profiles[0].info, "passes": len(profiles),
                                      "pass_in_run_factors": [p.info.get("in_run_factors") for p in profiles]})
 

@@ -17,8 +17,11 @@ operators), the cost model uses the measurements instead:
 * a chunk of ``tokens > 1`` after cached context: the chunk's prefill plus ``c`` per cached token read;
 * plus ``runtime_overhead_s`` per unit call: the executor runtime's own work around a module call
   (waiting for residency, tracing), measured by calibration outside the modules;
-* ``concurrency_slowdown`` (default 0): how much slower the shape's units run per other device of the node
-  computing at the same time, beyond host-core sharing (:mod:`sim.interference` applies it).
+* ``concurrency_slowdown`` (default 0): how much slower the shape's units run while another device of the
+  node computes at the same time, beyond host-core sharing (:mod:`sim.interference` applies it), and
+  ``prefill_concurrency_slowdown`` (default: the same) the prefill units' own value: on CPU virtual devices
+  a prefill spends its time in torch kernels that release the interpreter, a decode step in the Python
+  around them, so the two phases lose very differently to a second worker thread.
 
 A profile applies to every :class:`~pipeboost.spec.ModelSpec` of the same *shape* (:func:`shape_key`:
 family, hidden size, FFN size, attention and KV heads, vocabulary, dtype): the number of layers may differ,
@@ -134,7 +137,17 @@ class ComputeProfile:
     concurrency_slowdown: float = 0.0
     """Extra slowdown of this shape's units per other device of the node computing at the same time, beyond
     the sharing of ``CostParams.host_cores`` (the interpreter and memory the executor's workers share on CPU
-    virtual devices); used by :mod:`sim.interference`. 0: none."""
+    virtual devices); used by :mod:`sim.interference`. 0: none. Decode units, and prefill units unless
+    :attr:`prefill_concurrency_slowdown` is set."""
+    prefill_concurrency_slowdown: float | None = None
+    """The same for prefill units; None: :attr:`concurrency_slowdown`."""
+
+    def concurrency_slowdown_for(self, prefill_share: float) -> float:
+        """The concurrency slowdown of a job whose cost-model time is ``prefill_share`` (0..1) prefill and
+        the rest decode: the two phases' values weighted by time."""
+        prefill = self.concurrency_slowdown if self.prefill_concurrency_slowdown is None \
+            else self.prefill_concurrency_slowdown
+        return prefill_share * prefill + (1.0 - prefill_share) * self.concurrency_slowdown
 
     def kind(self, name: str) -> KindProfile:
         return {"embed": self.embed, "layer": self.layer, "head": self.head}[name]
@@ -153,14 +166,17 @@ class ComputeProfile:
     def to_dict(self) -> dict[str, Any]:
         return {"shape": self.shape, "runtime_overhead_s": self.runtime_overhead_s,
                 "concurrency_slowdown": self.concurrency_slowdown,
+                **({} if self.prefill_concurrency_slowdown is None
+                   else {"prefill_concurrency_slowdown": self.prefill_concurrency_slowdown}),
                 **{k: self.kind(k).to_dict() for k in UNIT_KINDS}, "info": dict(self.info)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComputeProfile":
-        unknown = set(data) - {"shape", "runtime_overhead_s", "concurrency_slowdown", "info", *UNIT_KINDS}
+        unknown = set(data) - {"shape", "runtime_overhead_s", "concurrency_slowdown",
+                               "prefill_concurrency_slowdown", "info", *UNIT_KINDS}
         if unknown:
             raise ProfileError(f"unknown keys {sorted(unknown)}; valid: shape, runtime_overhead_s, "
-                               f"concurrency_slowdown, info, {', '.join(UNIT_KINDS)}")
+                               f"concurrency_slowdown, prefill_concurrency_slowdown, info, {', '.join(UNIT_KINDS)}")
         if not isinstance(data.get("shape"), str):
             raise ProfileError("needs shape: a string such as 'opt:h768:f3072:a12/12:v50272:float32'")
         kinds = {}
@@ -172,7 +188,10 @@ class ComputeProfile:
             except ProfileError as exc:
                 raise ProfileError(f"{k}: {exc}") from None
         numbers = {}
-        for key in ("runtime_overhead_s", "concurrency_slowdown"):
+        for key in ("runtime_overhead_s", "concurrency_slowdown", "prefill_concurrency_slowdown"):
+            if key == "prefill_concurrency_slowdown" and data.get(key) is None:
+                numbers[key] = None
+                continue
             try:
                 numbers[key] = float(data.get(key, 0.0))
             except (TypeError, ValueError):
@@ -180,7 +199,8 @@ class ComputeProfile:
             if numbers[key] < 0:
                 raise ProfileError(f"{key} must not be negative, got {numbers[key]}")
         return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], numbers["runtime_overhead_s"],
-                   dict(data.get("info") or {}), numbers["concurrency_slowdown"])
+                   dict(data.get("info") or {}), numbers["concurrency_slowdown"],
+                   numbers["prefill_concurrency_slowdown"])
 
 
 def find_profile(profiles: Sequence[ComputeProfile], model: ModelSpec) -> ComputeProfile | None:

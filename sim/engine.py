@@ -105,11 +105,10 @@ class Simulation:
         self.interference: Interference | None = None
         """Compute slowed by concurrent activity (``CostParams.compute_interference_*``; None: off)."""
         profile = scenario.params.profile_for(scenario.model)
-        model_per_job = profile.concurrency_slowdown if profile is not None else 0.0
-        if Interference.enabled(scenario.params, model_per_job):
+        if Interference.enabled(scenario.params, profile):
             self.interference = Interference(self.env, scenario.params, topo.gpus_per_node, self._node_networks,
                                              {g: route[1][-1] for g, route in enumerate(self._routes)},
-                                             model_per_job)
+                                             profile)
         self.costs = StepCosts(scenario.params, topo.gpu, scenario.model)
         self.tp_costs = StepCosts(scenario.params, topo.gpu, scenario.model, tp=len(self.plan.gpus))
         self.recovery_fn = recovery_policy(scenario.policies.recovery)
@@ -171,11 +170,13 @@ class Simulation:
         cpu = self.host_cpus[g]
         return cpu.net, loader_work(cpu, seconds)
 
-    def shared_compute(self, gpus: Sequence[int], seconds: float) -> Generator[simpy.Event, object, None]:
-        """A compute job of ``seconds`` (cost model) on ``gpus`` when host cores or interference are
-        modelled (it may take longer); callers use a plain timeout when :attr:`plain_compute`."""
+    def shared_compute(self, gpus: Sequence[int], seconds: float,
+                       prefill_share: float = 0.0) -> Generator[simpy.Event, object, None]:
+        """A compute job of ``seconds`` (cost model; ``prefill_share`` of it prefill, 0..1) on ``gpus`` when
+        host cores or interference are modelled (it may take longer); callers use a plain timeout when
+        :attr:`plain_compute`."""
         if self.interference is not None:
-            yield from self.interference.compute(gpus, seconds, self.host_cpus)
+            yield from self.interference.compute(gpus, seconds, self.host_cpus, prefill_share)
         elif self.host_cpus is not None:
             yield from compute([self.host_cpus[g] for g in gpus], seconds)
         else:

@@ -19,7 +19,9 @@ here is used.
 
 The model's compute profile may add its ``concurrency_slowdown`` (what its units lose while another device
 computes, beyond core sharing: the executor's workers share one interpreter), once when any other GPU of the
-node computes: it is measured with two devices, and with more core sharing already stretches the job.
+node computes: it is measured with two devices, and with more core sharing already stretches the job. It
+is per phase (:meth:`ComputeProfile.concurrency_slowdown_for`): a job tells the share of its cost-model
+time that is prefill.
 
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
 slowing each other, so ``compute_interference_per_job`` must be 0: the scenario loader refuses both; a
@@ -37,6 +39,7 @@ import simpy
 from sim.hostcpu import compute
 
 if TYPE_CHECKING:
+    from pipeboost.compute_profile import ComputeProfile
     from pipeboost.costs import CostParams
     from sim.hostcpu import HostCPU
     from sim.network import FluidNetwork
@@ -47,12 +50,12 @@ class Interference:
 
     def __init__(self, env: simpy.Environment, params: "CostParams", gpus_per_node: int,
                  networks: Sequence["FluidNetwork"], gpu_links: Mapping[int, str] | None = None,
-                 model_per_job: float = 0.0) -> None:
+                 profile: "ComputeProfile | None" = None) -> None:
         self.env = env
         self.per_job = params.compute_interference_per_job
-        self.model_per_job = model_per_job
-        """The model profile's ``concurrency_slowdown``: charged once when any other GPU of the node computes
-        (it is measured with two devices; with more, core sharing already stretches the job)."""
+        self.profile = profile
+        """The model's compute profile: its concurrency slowdown is charged once when any other GPU of the
+        node computes (it is measured with two devices; with more, core sharing already stretches the job)."""
         self.per_gbps = params.compute_interference_per_gbps
         self.copy_per_job = params.copy_interference_per_job
         self.gpus_per_node = gpus_per_node
@@ -65,24 +68,29 @@ class Interference:
             self.node_links[g // gpus_per_node].append((name, net.capacity_bytes_per_s[name]))
 
     @staticmethod
-    def enabled(params: "CostParams", model_per_job: float = 0.0) -> bool:
+    def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
+        model = profile is not None and (profile.concurrency_slowdown > 0
+                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0)
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
-                or params.copy_interference_per_job > 0 or model_per_job > 0)
+                or params.copy_interference_per_job > 0 or model)
 
-    def factor(self, g: int) -> float:
-        """``1 + alpha x others computing + beta x GB/s copied`` on GPU ``g``'s node, now."""
+    def factor(self, g: int, prefill_share: float = 0.0) -> float:
+        """``1 + alpha x others computing + model slowdown if any other computes + beta x GB/s copied`` on
+        GPU ``g``'s node, now, for a job whose cost-model time is ``prefill_share`` prefill."""
         node = g // self.gpus_per_node
         others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
         copy_gbps = self.networks[node].total_rate_bytes_per_s() / 1e9
-        return 1.0 + self.per_job * others + self.model_per_job * min(others, 1) + self.per_gbps * copy_gbps
+        model = self.profile.concurrency_slowdown_for(prefill_share) if others and self.profile else 0.0
+        return 1.0 + self.per_job * others + model + self.per_gbps * copy_gbps
 
-    def compute(self, gpus: Sequence[int], seconds: float,
-                host_cpus: Sequence["HostCPU"] | None = None) -> Generator[simpy.Event, object, None]:
-        """A compute job of ``seconds`` (cost model) on ``gpus`` at once, stretched by the largest factor;
-        on the host cores of ``host_cpus`` (per GPU) when they are modelled, else a timeout."""
+    def compute(self, gpus: Sequence[int], seconds: float, host_cpus: Sequence["HostCPU"] | None = None,
+                prefill_share: float = 0.0) -> Generator[simpy.Event, object, None]:
+        """A compute job of ``seconds`` (cost model, ``prefill_share`` of it prefill) on ``gpus`` at once,
+        stretched by the largest factor; on the host cores of ``host_cpus`` (per GPU) when they are
+        modelled, else a timeout."""
         if seconds <= 0.0:
             return
-        stretch = max(self.factor(g) for g in gpus)
+        stretch = max(self.factor(g, prefill_share) for g in gpus)
         nodes = {g // self.gpus_per_node for g in gpus}
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]

@@ -42,19 +42,20 @@ logger = logging.getLogger(__name__)
 
 
 def _step_s(inst: "Instance", gpus: tuple[int, ...], costs: StepCosts, new: list[ReqState],
-            old_batch: int, old_context: int) -> float:
-    """Duration in seconds of one batched iteration; checks prefill / decode-step fault triggers."""
+            old_batch: int, old_context: int) -> tuple[float, float]:
+    """Duration in seconds of one batched iteration and the part of it that is prefill; checks prefill /
+    decode-step fault triggers."""
     ctx = inst.ctx
-    duration = 0.0
+    prefill_s = decode_s = 0.0
     if new:
-        duration += sum(costs.model_prefill_s(r.prefill_tokens) for r in new)
+        prefill_s = sum(costs.model_prefill_s(r.prefill_tokens) for r in new)
         for g in gpus:
             ctx.start_prefill(g)
     if old_batch:
-        duration += costs.model_decode_s(old_batch, old_context)
+        decode_s = costs.model_decode_s(old_batch, old_context)
         for g in gpus:
             ctx.start_decode(g)
-    return duration
+    return prefill_s + decode_s, prefill_s
 
 
 def _emit(inst: "Instance", running: list[ReqState], gpu: int) -> tuple[list[ReqState], int, int]:
@@ -186,12 +187,12 @@ class _Server:
     def _batched_step(self, new: list[ReqState], old: list[ReqState]) -> Generator[simpy.Event, object, None]:
         """One interval: prefill of all of ``new`` plus one decode step of ``old``; then one token each."""
         inst, gpus, lora = self.inst, self.gpus, self.lora
-        duration = _step_s(inst, gpus, self.costs, new, len(old), self.context)
+        duration, prefill_s = _step_s(inst, gpus, self.costs, new, len(old), self.context)
         if lora is not None:
             for r in new:
                 yield from lora.ensure(inst, gpus[0], r.adapter)
             duration += lora.step_overhead_s(new, old)
-        t0 = yield from self._compute(duration)
+        t0 = yield from self._compute(duration, prefill_s / duration if duration > 0 else 0.0)
         _record_step(inst, gpus, t0, new, old)
         self.running, self.context = self._tokens(self.running)
 
@@ -210,7 +211,7 @@ class _Server:
                 yield from lora.ensure(inst, gpus[0], r.adapter)
                 if i == 0:  # the whole iteration's adapter compute rides on its first prefill
                     duration += lora.step_overhead_s(new, old)
-            t0 = yield from self._compute(duration)
+            t0 = yield from self._compute(duration, 1.0)
             _record_step(inst, gpus, t0, [r], [])
             survivors, context = self._tokens([r])
             if survivors:
@@ -227,8 +228,9 @@ class _Server:
         self.running = old + kept
         self.context = old_context + kept_context
 
-    def _compute(self, duration: float) -> Generator[simpy.Event, object, float]:
-        """Compute for ``duration`` seconds (cost model) on the replica's GPUs; returns the start time.
+    def _compute(self, duration: float, prefill_share: float = 0.0) -> Generator[simpy.Event, object, float]:
+        """Compute for ``duration`` seconds (cost model; ``prefill_share`` of it prefill, for the profile's
+        per-phase concurrency slowdown) on the replica's GPUs; returns the start time.
 
         The GPU is shared with pipeline micro-batches still in flight: the iteration queues for the GPU's
         stage turn (with exclusive micro-batches, :func:`sim.pipeline._through_stages`) and then its compute,
@@ -239,21 +241,21 @@ class _Server:
             if turns is not None:
                 with turns.request() as turn:
                     yield turn
-                    return (yield from self._on_gpu(duration))
-            return (yield from self._on_gpu(duration))
-        return (yield from self._busy(duration))
+                    return (yield from self._on_gpu(duration, prefill_share))
+            return (yield from self._on_gpu(duration, prefill_share))
+        return (yield from self._busy(duration, prefill_share))
 
-    def _on_gpu(self, duration: float) -> Generator[simpy.Event, object, float]:
+    def _on_gpu(self, duration: float, prefill_share: float) -> Generator[simpy.Event, object, float]:
         with self.lead.compute.request() as req:
             yield req
-            return (yield from self._busy(duration))
+            return (yield from self._busy(duration, prefill_share))
 
-    def _busy(self, duration: float) -> Generator[simpy.Event, object, float]:
+    def _busy(self, duration: float, prefill_share: float) -> Generator[simpy.Event, object, float]:
         t0 = self.env.now
         if self.ctx.plain_compute:
             yield self.env.timeout(duration)
         else:
-            yield from self.ctx.shared_compute(self.gpus, duration)
+            yield from self.ctx.shared_compute(self.gpus, duration, prefill_share)
         return t0
 
     def _tokens(self, reqs: list[ReqState]) -> tuple[list[ReqState], int]:

@@ -71,8 +71,10 @@ def test_every_listed_model_gets_a_compute_profile(params_path):
         assert p.runtime_overhead_s == params.provenance["runtime_overhead_per_unit_s"]
         assert all(s > 0 for s in p.layer.prefill_s)
         assert {"layer/prefill", "layer/prefill@128", "head/prefill@128"} <= set(p.info["in_run_factors"])
-        slowdown, calls, devices = p.info["concurrency_slowdown_calls"]  # two virtual devices
-        assert p.concurrency_slowdown == slowdown >= 0 and calls > 0 and devices == 2
+        calls = p.info["concurrency_slowdown_calls"]  # per phase, two virtual devices
+        assert p.concurrency_slowdown == calls["decode"][0] >= 0 and calls["decode"][1:] == [calls["decode"][1], 2]
+        assert p.prefill_concurrency_slowdown == calls["prefill"][0] >= 0 and calls["prefill"][2] == 2
+        assert calls["decode"][1] > 0 and calls["prefill"][1] > 0
 
 
 def test_scenario_references_params_file(params_path, tmp_path):

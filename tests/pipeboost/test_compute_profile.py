@@ -105,3 +105,15 @@ def test_concurrency_slowdown_round_trips_and_a_bad_value_is_named():
         ComputeProfile.from_dict({**profile.to_dict(), "concurrency_slowdown": -0.1})
     with pytest.raises(ProfileError, match="concurrency_slowdown must be a number, got 'fast'"):
         ComputeProfile.from_dict({**profile.to_dict(), "concurrency_slowdown": "fast"})
+
+
+def test_the_prefill_concurrency_slowdown_is_its_own_value_or_the_decode_one():
+    both = dataclasses.replace(_profile(), concurrency_slowdown=0.2)
+    assert both.prefill_concurrency_slowdown is None and "prefill_concurrency_slowdown" not in both.to_dict()
+    assert both.concurrency_slowdown_for(1.0) == both.concurrency_slowdown_for(0.0) == 0.2
+    split = dataclasses.replace(both, prefill_concurrency_slowdown=0.04)
+    assert ComputeProfile.from_dict(split.to_dict()) == split
+    assert split.concurrency_slowdown_for(1.0) == 0.04 and split.concurrency_slowdown_for(0.0) == 0.2
+    assert split.concurrency_slowdown_for(0.5) == pytest.approx(0.12)
+    with pytest.raises(ProfileError, match="prefill_concurrency_slowdown must not be negative, got -1.0"):
+        ComputeProfile.from_dict({**split.to_dict(), "prefill_concurrency_slowdown": -1})

@@ -143,14 +143,47 @@ def test_the_model_concurrency_slowdown_counts_once_however_many_others_compute(
     from sim.interference import Interference
     from sim.network import FluidNetwork
 
+    from pipeboost.compute_profile import ComputeProfile, KindProfile
+
+    kind = KindProfile((1, 64), (1e-3, 1e-3), (1,), (1e-3,))
+    profile = ComputeProfile("toy", kind, kind, kind, concurrency_slowdown=0.2, prefill_concurrency_slowdown=0.05)
     env = simpy.Environment()
     it = Interference(env, CostParams(compute_interference_per_job=0.01), 4, [FluidNetwork(env, {"l": 1e9})],
-                      model_per_job=0.2)
+                      profile=profile)
+    assert it.factor(0) == 1.0  # nobody else computes: no concurrency term
 
     def job(g):
         yield from it.compute((g,), 1.0)
     for g in (1, 2, 3):
         env.process(job(g))
     env.run(until=0.5)
-    assert it.factor(0) == pytest.approx(1.0 + 0.01 * 3 + 0.2)
-    assert Interference.enabled(CostParams(), 0.2) and not Interference.enabled(CostParams())
+    assert it.factor(0) == pytest.approx(1.0 + 0.01 * 3 + 0.2)  # a decode job
+    assert it.factor(0, prefill_share=1.0) == pytest.approx(1.0 + 0.01 * 3 + 0.05)
+    assert it.factor(0, prefill_share=0.25) == pytest.approx(1.0 + 0.01 * 3 + 0.25 * 0.05 + 0.75 * 0.2)
+    assert Interference.enabled(CostParams(), profile) and not Interference.enabled(CostParams())
+    assert not Interference.enabled(CostParams(), ComputeProfile("toy", kind, kind, kind))
+
+
+def test_prefill_and_decode_pay_their_own_concurrency_slowdown():
+    """Two replicas working at once: a prefill job that starts while the other GPU computes is stretched by
+    the prefill value, a decode job by the decode value (exact: sequential replicas keep each phase in its
+    own job)."""
+    from pipeboost.compute_profile import ComputeProfile, KindProfile, shape_key
+
+    base = tiny_scenario("load_then_run", gpus=2, cold_start_gpus=2, requests=2, prompt=16, output=3,
+                         rate_per_s=1e9, max_batch=1)
+    kind = KindProfile((1, 64), (1e-3, 1e-3), (1,), (1e-3,))
+    sc = replace(base, serving=replace(base.serving, replica_prefill="sequential"))
+
+    def durations(prefill_value: float | None, decode_value: float) -> tuple[list[float], list[float]]:
+        profile = ComputeProfile(shape_key(base.model), kind, kind, kind, concurrency_slowdown=decode_value,
+                                 prefill_concurrency_slowdown=prefill_value)
+        res = run_simulation(replace(sc, params=replace(sc.params, compute_profiles=(profile,))))
+        return ([r.duration_s for r in of_kind(res.trace, TraceKind.PREFILL)],
+                [r.duration_s for r in of_kind(res.trace, TraceKind.DECODE)])
+    pre0, dec0 = durations(0.0, 0.0)
+    pre, dec = durations(0.0, 0.5)
+    assert pre == pytest.approx(pre0, **EXACT)  # the prefills pay nothing
+    assert max(d / d0 for d, d0 in zip(dec, dec0)) == pytest.approx(1.5, **EXACT)
+    pre_same, _ = durations(None, 0.5)  # unset: the decode value for both
+    assert max(d / d0 for d, d0 in zip(pre_same, pre0)) == pytest.approx(1.5, **EXACT)

@@ -1,0 +1,54 @@
+"""The interference estimators read executor traces relative to each run's own speed, per phase."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibration.bench_profile import _copy_slowdowns, concurrency_slowdowns
+from pipeboost.compute_profile import ComputeProfile, KindProfile
+from pipeboost.model_config import model_spec_from_hf_config, preset_config
+from pipeboost.trace import TraceKind, TraceRecord
+
+UNIT_S = 1e-3
+RUN_SPEED = 1.1
+"""This run's units all take 1.1x the profile's time when nothing else happens."""
+
+
+def _model_and_profile():
+    model = model_spec_from_hf_config(preset_config("opt-tiny"), "opt-tiny", dtype="float32")
+    flat = KindProfile((1, 4096), (UNIT_S, UNIT_S), (1, 64), (UNIT_S, UNIT_S))
+    return model, ComputeProfile("toy", flat, flat, flat)
+
+
+def _call(kind: TraceKind, gpu: int, start: float, seconds: float, layer: int = 0) -> TraceRecord:
+    return TraceRecord(start, start + seconds, kind, gpu=gpu, layer=layer, request=0, attrs={"step": 1})
+
+
+def test_concurrency_is_measured_per_phase_against_the_runs_single_device_calls():
+    model, profile = _model_and_profile()
+    alone = UNIT_S * RUN_SPEED
+    trace = []
+    for k in range(6):
+        trace.append(_call(TraceKind.DECODE, 0, 0.01 * k, alone))  # one device computes
+        trace.append(_call(TraceKind.PREFILL, 0, 0.1 + 0.01 * k, alone))
+        for gpu in (0, 1):  # both devices: decode 20% slower, prefill not at all
+            trace.append(_call(TraceKind.DECODE, gpu, 0.2 + 0.01 * k, alone * 1.2, layer=gpu))
+            trace.append(_call(TraceKind.PREFILL, gpu, 0.3 + 0.01 * k, alone, layer=gpu))
+    values = concurrency_slowdowns(trace, profile, model, host_cores=None, prompt_tokens=32)
+    assert values["decode"] == pytest.approx([0.2] * 12) and values["prefill"] == pytest.approx([0.0] * 12)
+    # two devices on 1.5 cores: core sharing (x 4/3) is the simulator's, not this term's
+    shared = [_call(r.kind, r.gpu, r.t_start_s, r.duration_s * (4 / 3 if r.t_start_s >= 0.2 else 1.0), r.layer)
+              for r in trace]
+    values = concurrency_slowdowns(shared, profile, model, host_cores=1.5, prompt_tokens=32)
+    assert values["decode"] == pytest.approx([0.2] * 12) and values["prefill"] == pytest.approx([0.0] * 12)
+
+
+def test_copy_slowdown_is_relative_to_the_runs_calls_without_copies():
+    model, profile = _model_and_profile()
+    alone = UNIT_S * RUN_SPEED
+    trace = [TraceRecord(0.0, 0.1, TraceKind.LOAD, gpu=0, layer=1)]  # one copy at 2 GB/s until 0.1 s
+    trace += [_call(TraceKind.PREFILL, 0, 0.01 * k, alone * 1.1) for k in range(5)]  # 10% slower while copying
+    trace += [_call(TraceKind.PREFILL, 0, 0.2 + 0.01 * k, alone) for k in range(5)]
+    assert _copy_slowdowns(trace, profile, model, 2e9, None, 32) == pytest.approx([0.05] * 5)  # per GB/s
+    few = trace[:6] + trace[6:9]  # fewer reference calls than RUN_SPEED_MIN_CALLS: against the profile itself
+    assert _copy_slowdowns(few, profile, model, 2e9, None, 32) == pytest.approx([(1.21 - 1) / 2] * 5)
