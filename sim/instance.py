@@ -24,6 +24,7 @@ import simpy
 
 from pipeboost.plan import Plan
 from pipeboost.trace import TraceKind
+from sim.decode_batch import OpenBatch
 from sim.state import ReqState
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Instance:
         self.switched = False
         self.inflight = 0               # pipeline micro-batches in flight
         self.stage_turns: dict[int, simpy.Resource] = {}  # per GPU, one micro-batch's stage at a time (see sim.pipeline)
+        self.decode_batches: dict[int, OpenBatch] = {}  # per GPU, the decode batch forming (see sim.decode_batch)
         self.active = 0                 # work in progress (micro-batches + busy servers)
         self.recovering = 0             # failures detected-or-pending; pipeline paused while > 0
         self.orphans: list[ReqState] = []

@@ -35,6 +35,7 @@ import simpy
 
 from pipeboost.errors import DeviceFailure
 from pipeboost.trace import TraceKind
+from sim.decode_batch import decode_step, single_gpu_route
 from sim.pool import RELEASE
 from sim.state import ReqState
 
@@ -101,12 +102,12 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         _emit_tokens(inst, reqs)
         live = [r for r in reqs if not r.done]
         while live:
-            batch, context = len(live), sum(r.context for r in live)
-            extra = _adapter_extra(inst, live, [1] * batch)
             yield from _runtime_latency(inst, _step_start_s(inst))
-            yield from _through_stages(inst, live, "decode",
-                                       _per_kind(lambda u: costs.unit_decode_s(u, batch, context) + extra(u),
-                                                 layers), batch)
+            if single_gpu_route(inst):  # batched with the other micro-batches' steps (sim.decode_batch)
+                yield from decode_step(inst, live, lambda batch, on_turn: _decode_through_stages(inst, batch,
+                                                                                                  on_turn))
+            else:
+                yield from _decode_through_stages(inst, live)
             _emit_tokens(inst, live)
             live = [r for r in live if not r.done]
     except (simpy.Interrupt, DeviceFailure):
@@ -119,6 +120,23 @@ def run_microbatch(inst: "Instance", reqs: list[ReqState],
         inst.inflight -= 1
         inst.work_ended()
         inst.kick()
+
+
+def _decode_through_stages(inst: "Instance", reqs: Sequence[ReqState],
+                           on_turn: Callable[[], None] | None = None) -> Generator[simpy.Event, object, None]:
+    """One decode step of ``reqs`` (one batch) through every stage. Its cost is read when the first unit
+    computes, after ``on_turn`` (:func:`_through_stages`), so sequences that join until then count."""
+    costs = inst.ctx.costs
+    step: list[Callable[[int], float]] = []
+
+    def unit_cost(u: int) -> float:
+        if not step:
+            batch, context = len(reqs), sum(r.context for r in reqs)
+            extra = _adapter_extra(inst, reqs, [1] * batch)
+            step.append(_per_kind(lambda v: costs.unit_decode_s(v, batch, context) + extra(v),
+                                  inst.partition.num_layers))
+        return step[0](u)
+    yield from _through_stages(inst, reqs, "decode", unit_cost, len(reqs), on_turn)
 
 
 def _runtime_latency(inst: "Instance", seconds: float) -> Generator[simpy.Event, object, None]:
@@ -166,7 +184,10 @@ def _emit_tokens(inst: "Instance", reqs: Sequence[ReqState]) -> None:
 
 
 def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_cost: Callable[[int], float],
-                    tokens_total: int) -> Generator[simpy.Event, object, None]:
+                    tokens_total: int, on_turn: Callable[[], None] | None = None
+                    ) -> Generator[simpy.Event, object, None]:
+    """Run one step of ``reqs`` through every stage; ``on_turn`` is called when the first stage may start
+    (its GPU's turn granted, with exclusive micro-batches; else at once)."""
     exclusive = inst.ctx.scenario.serving.pipeline_micro_batch_size is not None
     handoff_s = inst.ctx.costs.params.handoff_s
     n = inst.partition.num_stages
@@ -177,6 +198,8 @@ def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_
         while last + 1 < n and inst.stage_gpus[last + 1] == g:  # consecutive stages on one GPU (after a
             last += 1                                            # failure): one turn, as the worker runs them
         if not exclusive:
+            if on_turn is not None and s == 0:
+                on_turn()
             for t in range(s, last + 1):
                 yield from _stage_and_hop(inst, t, kind, unit_cost, reqs, tokens_total)
         else:
@@ -185,6 +208,8 @@ def _through_stages(inst: "Instance", reqs: Sequence[ReqState], kind: str, unit_
                 turns = inst.stage_turns[g] = simpy.Resource(inst.env, capacity=1)
             with turns.request() as turn:
                 yield turn
+                if on_turn is not None and s == 0:
+                    on_turn()
                 for t in range(s, last + 1):
                     yield from _stage_and_hop(inst, t, kind, unit_cost, reqs, tokens_total)
         if last + 1 < n:  # the next stage's worker (another GPU) picks the activation up

@@ -332,3 +332,44 @@ def test_replica_dispatch_least_busy_spreads_a_burst_as_the_executor_routes_it(t
     res = run_simulation(_arrivals_at(tmp_path, burst, replica_dispatch=dispatch, **serving))
     firsts = [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0] for i in range(1, 5)]
     assert [r.gpu for r in firsts] == gpus and res.finished == 5
+
+
+def _one_gpu_pipeline(tmp_path, arrivals_s: list[float], output: int, max_batch: int = 4):
+    """A pipeline whose one stage is one GPU, with the executor's routing (one micro-batch per request);
+    request 0 at t=0 cold-starts it, the others arrive at ``arrivals_s`` (all units resident by then)."""
+    (tmp_path / "arr.csv").write_text("arrival_s\n0.0\n" + "".join(f"{t}\n" for t in arrivals_s))
+    sc = tiny_scenario("pipeline_only", gpus=1, cold_start_gpus=1, requests=1 + len(arrivals_s), prompt=16,
+                       output=output, max_batch=max_batch, source_file=str(tmp_path / "s.yaml"))
+    sc = with_workload(sc, arrivals=ArrivalSpec("trace", trace_file="arr.csv"))
+    return replace(sc, serving=replace(sc.serving, pipeline_micro_batch_size=1, pipeline_max_in_flight=8))
+
+
+def test_decode_steps_of_micro_batches_on_one_gpu_run_as_one_batch(tmp_path):
+    """As the executor's worker batches the queued decode steps of requests served wholly by its device:
+    request 1's first decode step waits behind request 2's prefill and carries request 2's step with it;
+    from then on both decode together, one step of a batch of two each time."""
+    sc = _one_gpu_pipeline(tmp_path, [5.0, 5.0], output=3)
+    res = run_simulation(sc)
+    costs = StepCosts(sc.params, sc.topology.gpu, sc.model)
+    p, d = costs.model_prefill_s(16), costs.model_decode_s
+    a = 5.0
+    first = {r.request: r.t_start_s for r in of_kind(res.trace, TraceKind.FIRST_TOKEN)}
+    assert [first[1], first[2]] == pytest.approx([a + p, a + 2 * p], **EXACT)
+    late = [r for r in of_kind(res.trace, TraceKind.DECODE) if r.t_start_s >= a]
+    assert late and {tuple(r.attrs["requests"]) for r in late} == {(1, 2)}
+    finish = {r.request: r.t_start_s for r in of_kind(res.trace, TraceKind.FINISH)}
+    assert [finish[1], finish[2]] == pytest.approx([a + 2 * p + d(2, 32) + d(2, 34)] * 2, **EXACT)
+    assert res.finished == 3 and res.errors == 0
+
+
+def test_a_one_gpu_decode_batch_is_capped_at_max_batch_size(tmp_path):
+    """Three requests at once, batches of at most two sequences: the third request's steps form their own
+    batch, queued behind the first; every token still arrives (none lost or duplicated)."""
+    sc = _one_gpu_pipeline(tmp_path, [5.0, 5.0, 5.0], output=4, max_batch=2)
+    res = run_simulation(sc)
+    batches = [tuple(r.attrs.get("requests", [r.request])) for r in of_kind(res.trace, TraceKind.DECODE)
+               if r.layer == 0 and r.t_start_s >= 5.0]
+    assert max(len(b) for b in batches) == 2 and (1, 2) in batches
+    assert sum(len(b) for b in batches) == 3 * 3  # three decode steps per request
+    finish = {r.request: r for r in of_kind(res.trace, TraceKind.FINISH)}
+    assert res.finished == 4 and all(finish[i].attrs["tokens"] == 4 for i in range(4))
