@@ -45,6 +45,11 @@ from pipeboost.trace import TraceKind, TraceRecord
 KEEP_ALIVE_S = 1e6
 COMPONENTS = ("ttft", "load_gpu", "full_replica", "recovery")
 """Components that count towards the overall median (per-unit loads are reported separately)."""
+REPORTED_COMPONENTS = ("latency",)
+"""Compared and reported, not counted in the overall median: a request's end-to-end latency (arrival to
+its last token), which the issue's goals do not name."""
+ALL_COMPONENTS = (*COMPONENTS, *REPORTED_COMPONENTS, "load_unit")
+"""Every component of a validation's tables, in the order they are printed."""
 
 
 def executor_workload_rows(scenario: Scenario) -> list[dict[str, Any]]:
@@ -140,7 +145,8 @@ def _load_end(trace: list[TraceRecord]) -> dict[int, float]:
 
 
 def compare_traces(sim: list[TraceRecord], exe: list[TraceRecord]) -> list[Row]:
-    """Rows per GPU (load time, time to full replica), per request (TTFT) and per recovery."""
+    """Rows per GPU (load time, time to full replica), per request (TTFT, end-to-end latency) and per
+    recovery."""
     rows: list[Row] = []
     sl, el = _load_end(sim), _load_end(exe)
     rows += [Row("load_gpu", f"gpu{g}", sl.get(g), el.get(g)) for g in sorted(set(sl) | set(el))]
@@ -149,9 +155,11 @@ def compare_traces(sim: list[TraceRecord], exe: list[TraceRecord]) -> list[Row]:
         s, e = sg.get(g, {}).get("time_to_replica_s"), eg.get(g, {}).get("time_to_replica_s")
         if s is not None or e is not None:
             rows.append(Row("full_replica", f"gpu{g}", s, e))
-    sr = {r.request: r.ttft_s for r in request_metrics(sim)}
-    er = {r.request: r.ttft_s for r in request_metrics(exe)}
-    rows += [Row("ttft", f"req{i}", sr.get(i), er.get(i)) for i in sorted(set(sr) | set(er))]
+    sm, em = request_metrics(sim), request_metrics(exe)
+    for component, field in (("ttft", "ttft_s"), ("latency", "latency_s")):
+        sr = {r.request: getattr(r, field) for r in sm}
+        er = {r.request: getattr(r, field) for r in em}
+        rows += [Row(component, f"req{i}", sr.get(i), er.get(i)) for i in sorted(set(sr) | set(er))]
     srec = [r.duration_s for r in sim if r.kind is TraceKind.RECOVERY]
     erec = [r.duration_s for r in exe if r.kind is TraceKind.RECOVERY]
     for i in range(max(len(srec), len(erec))):

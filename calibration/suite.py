@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calibration.align import ALL_COMPONENTS
 from calibration.repeats import repeat_traces
 from calibration.validate import ValidationResult, error_stats, row_stats, validate_scenario
 from pipeboost.costs import CostParams
@@ -99,7 +100,7 @@ def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]
     """Median and p95 relative error across the suite, per component, and (with executor repeats) the
     median spread of the executor's own runs."""
     out = {}
-    for comp in ("ttft", "load_gpu", "full_replica", "recovery", "load_unit"):
+    for comp in ALL_COMPONENTS:
         out[comp] = row_stats(r for s in entries for r in (s.result.unit_rows if comp == "load_unit" else
                                                              s.result.rows) if r.component == comp)
     out["all"] = error_stats([e for s in entries for e in s.result.errors()])
@@ -152,7 +153,7 @@ def rank_agreement(entries: list[SuiteEntry]) -> list[dict[str, Any]]:
 def write_table(entries: list[SuiteEntry], path: Path) -> None:
     """One row per scenario: per-component median / p95 error and both mean TTFTs."""
     fields = ["scenario", "group", "sim_mean_ttft_s", "exe_mean_ttft_s", "median_error"]
-    comps = ("ttft", "load_gpu", "full_replica", "recovery", "load_unit")
+    comps = ALL_COMPONENTS
     fields += [f"{c}_{k}" for c in comps for k in ("median", "p95", "spread")]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)

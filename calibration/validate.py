@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from calibration.align import COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
+from calibration.align import ALL_COMPONENTS, COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
 from calibration.repeats import merge_repeats, trace_name
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
@@ -51,7 +51,7 @@ class ValidationResult:
     def component_stats(self) -> dict[str, dict[str, float | None]]:
         """Per component: count, median and p95 relative error."""
         out = {}
-        for comp in (*COMPONENTS, "load_unit"):
+        for comp in ALL_COMPONENTS:
             rows = self.unit_rows if comp == "load_unit" else self.rows
             out[comp] = row_stats(r for r in rows if r.component == comp)
         return out

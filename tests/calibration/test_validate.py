@@ -124,3 +124,21 @@ def test_runtime_gaps_split_unit_gaps_handoffs_step_starts_and_dispatch():
     assert sorted(gaps["per_unit_s"]) == pytest.approx([0.01, 0.02, 0.03])
     assert sorted(gaps["handoff_s"]) == pytest.approx([0.08, 0.15])  # HOP end -> gpu 1; token -> gpu 0
     assert gaps["step_start_s"] == pytest.approx([0.05])  # step 1 ended on gpu 0, step 2 starts there
+
+
+def test_end_to_end_latency_is_compared_but_not_counted_in_the_overall_median(tmp_path):
+    from calibration.align import compare_traces
+    from calibration.validate import ValidationResult
+    from pipeboost.trace import TraceKind, TraceRecord
+
+    def trace(first_s, finish_s):
+        return [TraceRecord(0.5, 0.5, TraceKind.ARRIVAL, request=0),
+                TraceRecord(first_s, first_s, TraceKind.FIRST_TOKEN, request=0, attrs={"index": 0}),
+                TraceRecord(finish_s, finish_s, TraceKind.FINISH, request=0, attrs={"tokens": 2})]
+    rows = compare_traces(trace(1.0, 2.5), trace(1.0, 4.5))
+    by = {r.component: r for r in rows}
+    assert (by["ttft"].sim_s, by["ttft"].executor_s) == (0.5, 0.5)
+    assert (by["latency"].sim_s, by["latency"].executor_s) == (2.0, 4.0) and by["latency"].rel_error == 0.5
+    result = ValidationResult("x", tuple(rows), (), tmp_path)
+    assert result.median_error == 0.0  # the TTFT row only
+    assert result.component_stats()["latency"]["median"] == 0.5
