@@ -70,6 +70,12 @@ SHARES = {"startup": 0.08, "loads": 0.12, "transfers": 0.22, "concurrent": 0.06,
           "runtime": 0.07, "profiles": 0.17}
 MAX_COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
 PROCESS_START_MIN_BUDGET_S = 120.0
+MODEL_RUNS_S = 12.0
+"""About the seconds a profiled model's executor runs take on 2 CPU virtual devices (in-run factors,
+concurrency; or the copy-interference loading runs). A pass with less than this left per model still to
+profile (plus the loading runs) gives each its minimum runs (:data:`SHORT_IN_RUN`, one concurrency run,
+two loading runs), so that three passes of four models stay within the 300 s budget on a slower day."""
+SHORT_IN_RUN = {"runs": 3, "long_runs": 1}
 
 
 class CalibrationError(PipeBoostError):
@@ -275,8 +281,10 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     profiles = []
+    names = list(dict.fromkeys((req.preset, *req.profile_presets)))
     try:
-        for name in dict.fromkeys((req.preset, *req.profile_presets)):
+        for i, name in enumerate(names):
+            short = budget.remaining_s() < MODEL_RUNS_S * (len(names) - i + 1)  # this, later models, loading runs
             config = preset_config(name)
             model = model_spec_from_hf_config(config, name=name, dtype=dtype)
             info = {"model": name, "device": str(device), "threads": threads}
@@ -284,13 +292,15 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
                                                   deadline, 0.0, info, bar.tick)
             model_dir = _checkpoint(dataclasses.replace(req, preset=name), config, dtype)
             per_run: list[dict[str, float]] = []
-            factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type, per_run=per_run)
+            factors = bench_profile.in_run_factors(alone, model, model_dir, name, dtype, device.type, per_run=per_run,
+                                                   **(SHORT_IN_RUN if short else {}))
             profile = bench_profile.scaled(alone, factors)
             info = {**profile.info, "in_run_factor_runs": per_run}
             slowdowns = {phase: 0.0 for phase in bench_profile.PHASES}
             n = min(n_devices, model.num_layers)
             if device.type == "cpu" and n >= 2:
-                measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n, host_cores)
+                measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n, host_cores,
+                                                              runs=1 if short else bench_profile.CONCURRENCY_RUNS)
                 slowdowns = {phase: value for phase, (value, _) in measured.items()}
                 info["concurrency_slowdown_calls"] = {phase: [value, calls, n]
                                                       for phase, (value, calls) in measured.items()}
@@ -353,7 +363,9 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
     extras["runtime_overhead_per_unit_s"] = runtime_s
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
-        traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, devices[0].type)
+        traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, devices[0].type,
+                                            runs=2 if budget.remaining_s() < MODEL_RUNS_S
+                                            else bench_profile.INTERFERENCE_RUNS)
         per_gbps, calls = bench_profile.load_interference_per_gbps(traces, profiles[0], model, req.link_gbps * 1e9,
                                                                    extras.get("host_cores"))
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
