@@ -268,6 +268,9 @@ def _one_run_factors(profile: ComputeProfile, model: ModelSpec, model_dir: Path,
 CONCURRENCY_RUNS = 2
 """Executor runs :func:`concurrency_slowdown` pools its unit calls over."""
 PHASES = ("prefill", "decode")
+CONCURRENCY_MIN_CALLS = 20
+"""Fewer overlapping calls of a phase than this: no evidence of a slowdown, 0 (a tiny model's 0.1 ms units
+rarely overlap: one call once gave 1.37)."""
 
 
 def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
@@ -281,7 +284,7 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
     (no copies run), so the stages compute different requests at the same time; see
     :func:`concurrency_slowdowns` for how one run's calls are read. The median over the calls of ``runs``
-    runs (0 when negative). On the CPU executor the workers share one interpreter besides the cores: a
+    runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor the workers share one interpreter besides the cores: a
     decode step, mostly Python around small kernels, loses to that (SmolLM2-135M's 30 thin layers more than
     OPT-125M's 12), a prefill, mostly kernels that release the interpreter, hardly."""
     from executor.engine import run_executor
@@ -295,7 +298,14 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
                              timeout_s=300.0).trace
         for phase, run_values in concurrency_slowdowns(trace, profile, model, host_cores, prompt_tokens).items():
             values[phase].extend(run_values)
-    return {phase: _nonnegative_median(v) for phase, v in values.items()}
+    return phase_slowdowns(values)
+
+
+def phase_slowdowns(values: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
+    """Per phase, the median of its calls' values clipped at 0 and their number; 0 with fewer than
+    :data:`CONCURRENCY_MIN_CALLS` calls."""
+    return {phase: _nonnegative_median(v) if len(v) >= CONCURRENCY_MIN_CALLS else (0.0, len(v))
+            for phase, v in values.items()}
 
 
 def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.bench_profile import _copy_slowdowns, concurrency_slowdowns
+from calibration.bench_profile import CONCURRENCY_MIN_CALLS, _copy_slowdowns, concurrency_slowdowns, phase_slowdowns
 from pipeboost.compute_profile import ComputeProfile, KindProfile
 from pipeboost.model_config import model_spec_from_hf_config, preset_config
 from pipeboost.trace import TraceKind, TraceRecord
@@ -52,3 +52,12 @@ def test_copy_slowdown_is_relative_to_the_runs_calls_without_copies():
     assert _copy_slowdowns(trace, profile, model, 2e9, None, 32) == pytest.approx([0.05] * 5)  # per GB/s
     few = trace[:6] + trace[6:9]  # fewer reference calls than RUN_SPEED_MIN_CALLS: against the profile itself
     assert _copy_slowdowns(few, profile, model, 2e9, None, 32) == pytest.approx([(1.21 - 1) / 2] * 5)
+
+
+def test_a_phase_with_too_few_overlapping_calls_gets_no_slowdown():
+    few = [1.37] * (CONCURRENCY_MIN_CALLS - 1)
+    enough = [0.1] * CONCURRENCY_MIN_CALLS
+    faster = [-0.05] * CONCURRENCY_MIN_CALLS
+    assert phase_slowdowns({"prefill": few, "decode": enough}) == {"prefill": (0.0, len(few)),
+                                                                   "decode": (pytest.approx(0.1), len(enough))}
+    assert phase_slowdowns({"prefill": faster, "decode": []}) == {"prefill": (0.0, len(faster)), "decode": (0.0, 0)}
