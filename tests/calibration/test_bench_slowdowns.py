@@ -67,17 +67,3 @@ def test_a_phase_with_too_few_overlapping_calls_gets_no_slowdown():
     assert phase_slowdowns({"prefill": faster, "decode": []}) == {"prefill": (pytest.approx(-0.05), len(faster)),
                                                                   "decode": (0.0, 0)}
     assert phase_slowdowns({"prefill": [-0.9] * CONCURRENCY_MIN_CALLS})["prefill"][0] == -0.5  # the floor
-
-
-def test_copy_slowdown_leaves_out_the_concurrency_term_the_simulator_adds():
-    """Another device computes through every call, 10% slower by the profile's prefill concurrency
-    slowdown: the copy term stays 0.05 per GB/s (1 + 0.1 + 0.05 x 2 GB/s, as sim.interference adds them)."""
-    model, flat = _model_and_profile()
-    profile = ComputeProfile("toy", flat.embed, flat.layer, flat.head, prefill_concurrency_slowdown=0.1)
-    alone = UNIT_S * RUN_SPEED
-    trace = [TraceRecord(0.0, 0.1, TraceKind.LOAD, gpu=0, layer=1),
-             TraceRecord(0.0, 1.0, TraceKind.PREFILL, gpu=1, layer=2, request=1)]  # gpu 1 computes throughout
-    trace += [_call(TraceKind.PREFILL, 0, 0.01 * k, alone * (1 + 0.1 + 0.1)) for k in range(5)]
-    trace += [_call(TraceKind.PREFILL, 0, 0.2 + 0.01 * k, alone * 1.1) for k in range(5)]
-    values = _copy_slowdowns(trace, profile, model, 2e9, None, 32)
-    assert values == pytest.approx([0.05] * 5)
