@@ -33,7 +33,7 @@ from calibration.bench_runtime import pipeline_plan
 from calibration.budget import Deadline, median_s, time_call
 from executor.batching import RowsCache
 from executor.kvcache import RequestKVCache
-from pipeboost.compute_profile import MIN_CONCURRENCY_SLOWDOWN, UNIT_KINDS, ComputeProfile, KindProfile, unit_kind
+from pipeboost.compute_profile import UNIT_KINDS, ComputeProfile, KindProfile, unit_kind
 from pipeboost.spec import EMBED_UNIT, ModelSpec
 from pipeboost.trace import TraceKind, TraceRecord
 from pipeboost.workload import Request
@@ -284,7 +284,7 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
     (no copies run), so the stages compute different requests at the same time; see
     :func:`concurrency_slowdowns` for how one run's calls are read. The median over the calls of ``runs``
-    runs (0 with fewer than :data:`CONCURRENCY_MIN_CALLS` calls; see :func:`phase_slowdowns`). On the CPU executor the workers share one interpreter besides the cores: a
+    runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor the workers share one interpreter besides the cores: a
     decode step, mostly Python around small kernels, loses to that (SmolLM2-135M's 30 thin layers more than
     OPT-125M's 12), a prefill, mostly kernels that release the interpreter, hardly."""
     from executor.engine import run_executor
@@ -302,13 +302,10 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
 
 
 def phase_slowdowns(values: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
-    """Per phase, the median of its calls' values and their number; 0 with fewer than
-    :data:`CONCURRENCY_MIN_CALLS` calls. Not clipped at 0: a phase that two devices run at full speed
-    reads ``host_cores / 2 - 1`` (core sharing over-charges it), so the simulator's two-device charge,
-    core sharing times ``1 + slowdown``, is the measured one (``host_cores`` varied 1.75-1.96 between
-    calibration passes; clipped, that noise went straight into every two-device prefill)."""
-    return {phase: (max(MIN_CONCURRENCY_SLOWDOWN, float(np.median(v))), len(v)) if len(v) >= CONCURRENCY_MIN_CALLS
-            else (0.0, len(v)) for phase, v in values.items()}
+    """Per phase, the median of its calls' values clipped at 0 and their number; 0 with fewer than
+    :data:`CONCURRENCY_MIN_CALLS` calls."""
+    return {phase: _nonnegative_median(v) if len(v) >= CONCURRENCY_MIN_CALLS else (0.0, len(v))
+            for phase, v in values.items()}
 
 
 def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec,

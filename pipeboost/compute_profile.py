@@ -18,8 +18,7 @@ operators), the cost model uses the measurements instead:
 * plus ``runtime_overhead_s`` per unit call: the executor runtime's own work around a module call
   (waiting for residency, tracing), measured by calibration outside the modules;
 * ``concurrency_slowdown`` (default 0): how much slower the shape's units run while another device of the
-  node computes at the same time, beyond host-core sharing (:mod:`sim.interference` applies it; negative
-  when core sharing over-charges), and
+  node computes at the same time, beyond host-core sharing (:mod:`sim.interference` applies it), and
   ``prefill_concurrency_slowdown`` (default: the same) the prefill units' own value: on CPU virtual devices
   a prefill spends its time in torch kernels that release the interpreter, a decode step in the Python
   around them, so the two phases lose very differently to a second worker thread.
@@ -38,9 +37,6 @@ from typing import Any, Mapping, Sequence
 from pipeboost.spec import EMBED_UNIT, ModelSpec
 
 UNIT_KINDS = ("embed", "layer", "head")
-MIN_CONCURRENCY_SLOWDOWN = -0.5
-"""The lowest concurrency slowdown a profile may hold: negative values say that core sharing over-charges the
-phase (two devices on ``host_cores`` < 2 cost less than the sharing predicts); below -0.5 is no measurement."""
 
 
 class ProfileError(ValueError):
@@ -142,11 +138,7 @@ class ComputeProfile:
     """Extra slowdown of this shape's units per other device of the node computing at the same time, beyond
     the sharing of ``CostParams.host_cores`` (the interpreter and memory the executor's workers share on CPU
     virtual devices); used by :mod:`sim.interference`. 0: none. Decode units, and prefill units unless
-    :attr:`prefill_concurrency_slowdown` is set. It may be negative (down to
-    :data:`MIN_CONCURRENCY_SLOWDOWN`): calibration measures the units' whole slowdown with two devices
-    computing and divides out the core sharing the simulator charges for them, so a phase that two devices
-    run at full speed gets ``host_cores / 2 - 1``, and the simulator's two-device charge is what was
-    measured, whatever the noise in ``host_cores``."""
+    :attr:`prefill_concurrency_slowdown` is set."""
     prefill_concurrency_slowdown: float | None = None
     """The same for prefill units; None: :attr:`concurrency_slowdown`."""
 
@@ -204,9 +196,8 @@ class ComputeProfile:
                 numbers[key] = float(data.get(key, 0.0))
             except (TypeError, ValueError):
                 raise ProfileError(f"{key} must be a number, got {data.get(key)!r}") from None
-            low = 0.0 if key == "runtime_overhead_s" else MIN_CONCURRENCY_SLOWDOWN
-            if numbers[key] < low:
-                raise ProfileError(f"{key} must be at least {low}, got {numbers[key]}")
+            if numbers[key] < 0:
+                raise ProfileError(f"{key} must not be negative, got {numbers[key]}")
         return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], numbers["runtime_overhead_s"],
                    dict(data.get("info") or {}), numbers["concurrency_slowdown"],
                    numbers["prefill_concurrency_slowdown"])

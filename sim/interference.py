@@ -19,8 +19,7 @@ here is used.
 
 The model's compute profile may add its ``concurrency_slowdown`` (what its units lose while another device
 computes, beyond core sharing: the executor's workers share one interpreter), once when any other GPU of the
-node computes: it is measured with two devices, and with more core sharing already stretches the job
-(negative where core sharing over-charges the phase, :class:`~pipeboost.compute_profile.ComputeProfile`). It
+node computes: it is measured with two devices, and with more core sharing already stretches the job. It
 is per phase (:meth:`ComputeProfile.concurrency_slowdown_for`): a job tells the share of its cost-model
 time that is prefill.
 
@@ -70,8 +69,8 @@ class Interference:
 
     @staticmethod
     def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
-        model = profile is not None and (profile.concurrency_slowdown != 0
-                                         or (profile.prefill_concurrency_slowdown or 0.0) != 0)
+        model = profile is not None and (profile.concurrency_slowdown > 0
+                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0)
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
                 or params.copy_interference_per_job > 0 or model)
 
