@@ -82,3 +82,33 @@ def median_params(passes: Sequence[CostParams]) -> CostParams:
                                         if len(by_shape[prof.shape]) == len(passes))
     changes["provenance"] = {**first.provenance, "passes": len(passes), "pass_values": scalars}
     return dataclasses.replace(first, **changes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m calibration.passes --out OUT IN1 IN2 ...``: merge calibrated params files of one machine
+    (each already the median of its own passes) by :func:`median_params`, to pool several calibrations."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from pipeboost.errors import PipeBoostError
+    from pipeboost.scenario import load_params_file, save_params_file
+
+    parser = argparse.ArgumentParser(prog="python -m calibration.passes", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        params = median_params([load_params_file(f) for f in args.files])
+        params = params.with_(provenance={**params.provenance, "pooled_files": list(args.files)})
+        save_params_file(params, Path(args.out))
+        load_params_file(args.out)
+    except PipeBoostError as exc:
+        print(f"pipeboost: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: the median of {len(args.files)} params files")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

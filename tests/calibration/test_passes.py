@@ -49,3 +49,20 @@ def test_a_missing_value_in_any_pass_stays_missing_and_one_pass_is_itself():
 def test_zero_passes_is_refused_before_measuring(tmp_path):
     with pytest.raises(CalibrationError, match="--passes 0"):
         calibrate(CalibrationRequest(devices="cpu:2", preset="opt-tiny", passes=0), tmp_path / "p.yaml")
+
+
+def test_params_files_pool_into_their_median(tmp_path, capsys):
+    from calibration.passes import main
+    from pipeboost.scenario import load_params_file, save_params_file
+
+    files = []
+    for k in (1.0, 3.0, 2.0):
+        files.append(tmp_path / f"p{k}.yaml")
+        save_params_file(_params(k), files[-1])
+    out = tmp_path / "pooled.yaml"
+    assert main(["--out", str(out), *map(str, files)]) == 0
+    pooled = load_params_file(out)
+    assert pooled.dispatch_s == 2.0 and pooled.compute_profiles[0].runtime_overhead_s == 2.0
+    assert pooled.provenance["pooled_files"] == [str(f) for f in files]
+    assert main(["--out", str(out), str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
