@@ -284,9 +284,10 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
     (no copies run), so the stages compute different requests at the same time; see
     :func:`concurrency_slowdowns` for how one run's calls are read. The median over the calls of ``runs``
-    runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor the workers share one interpreter besides the cores: a
-    decode step, mostly Python around small kernels, loses to that (SmolLM2-135M's 30 thin layers more than
-    OPT-125M's 12), a prefill, mostly kernels that release the interpreter, hardly."""
+    runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor
+    the workers share one interpreter besides the cores: a decode step, mostly Python around small
+    kernels, loses to that (SmolLM2-135M's 30 thin layers more than OPT-125M's 12), a prefill, mostly
+    kernels that release the interpreter, hardly."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices)
@@ -317,8 +318,7 @@ def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, mod
 
     Dividing by the run's own single-device calls makes it a difference measured within one run: each run
     has its own speed (+-5-10% between runs on a 2-core VM), which is the in-run factors' business."""
-    layers = [r for r in trace if r.kind in (TraceKind.PREFILL, TraceKind.DECODE) and r.layer is not None
-              and 0 <= int(r.layer) < model.num_layers]
+    layers = _layer_calls(trace, model, (TraceKind.PREFILL, TraceKind.DECODE))
     ratios: dict[str, list[tuple[float, int]]] = {phase: [] for phase in PHASES}
     for rec in layers:
         computing, cores = _devices_computing(rec, layers, host_cores)
@@ -339,6 +339,11 @@ def _run_speed(reference_ratios: list[float]) -> float:
     """A run's own speed: the median of its reference calls' time-over-profile ratios (1 with fewer than
     :data:`RUN_SPEED_MIN_CALLS`)."""
     return float(np.median(reference_ratios)) if len(reference_ratios) >= RUN_SPEED_MIN_CALLS else 1.0
+
+
+def _layer_calls(trace: list[TraceRecord], model: ModelSpec, kinds: tuple[TraceKind, ...]) -> list[TraceRecord]:
+    """The decoder-layer calls (not the embedding or head) of ``kinds`` in ``trace``, in trace order."""
+    return [r for r in trace if r.kind in kinds and r.layer is not None and 0 <= int(r.layer) < model.num_layers]
 
 
 def _devices_computing(rec: TraceRecord, calls: list[TraceRecord], host_cores: float | None) -> tuple[int, float]:
@@ -443,13 +448,12 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
     """Per layer call of one run made while loads run: its slowdown per GB/s copied (see
     :func:`load_interference_per_gbps`)."""
     loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
-    layers = [r for r in trace if r.kind is TraceKind.PREFILL and r.layer is not None
-              and 0 <= int(r.layer) < model.num_layers]
+    layers = _layer_calls(trace, model, (TraceKind.PREFILL,))
     calls = []
     for rec in layers:
         mid = (rec.t_start_s + rec.t_end_s) / 2
         copying = sum(1 for a, b in loads if a <= mid <= b)
         _, cores = _devices_computing(rec, layers, host_cores)
-        calls.append((rec.duration_s / profile.unit_s(model, int(rec.layer), prompt_tokens) / cores, copying))
+        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, copying))
     speed = _run_speed([r for r, copying in calls if not copying])
     return [(r / speed - 1.0) / (copying * link_bytes_per_s / 1e9) for r, copying in calls if copying]
