@@ -8,6 +8,11 @@ contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cor
   fixed amount of decoder-layer work; effective cores = ``n x (time of one thread alone) / (wall time of n
   at once)``, i.e. throughput of n concurrent threads relative to one. Clamped to ``[1, n]`` for the
   params (a job alone runs at its alone speed by construction); the raw figure goes to the provenance.
+  The benches should cycle through layer copies whose weights exceed the CPU caches
+  (:func:`calibration.bench_profile.layer_copies`), as a forward pass does: two threads re-running one
+  cached layer each contend for the shared cache (OPT-125M, 32 tokens: 1.80 effective cores of 2), which
+  the executor's forward passes, streaming every layer's weights from memory anyway, do not (1.90; its
+  two-device prefill layers run 1.00-1.08x their time alone).
 * :func:`loader_cpu_s_per_byte`: process CPU seconds spent while the executor's loaders cold-load the
   model (from time zero, after arenas and meta modules exist, to the last unit landing) divided by bytes
   loaded: the CPU a loader uses per byte (read from the page cache, copy, materialise, pacing).
@@ -76,7 +81,7 @@ def _timed_threads(works: list[Callable[[], None]], threads: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 20, repeats: int = 3) -> CoresSample:
+def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 20, repeats: int = 5) -> CoresSample:
     """Measure :class:`CoresSample` with one thread per bench (device); medians of ``repeats``."""
     works = [_layer_work(b, tokens, calls) for b in benches]
     _timed_threads(works[:1])  # warm-up

@@ -254,10 +254,12 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
                       if (k := (s.unit, s.tokens, s.batch, s.context)) in alone and s.unit == 0]
             slowdown = float(np.median(ratios)) if ratios else None
         if devices[0].type == "cpu":
-            cores = bench_host.effective_cores(benches)
+            cold = [bench_compute.UnitBench(hf, d, tdtype, bench_profile.layer_copies(hf, tdtype, d)) for d in devices]
+            cores = bench_host.effective_cores(cold)  # weights streamed from memory, as in a forward pass
             extras["effective_cores_threads_alone_together"] = [cores.effective_cores, cores.threads,
                                                                 cores.alone_s, cores.together_s]
             extras["host_cores"] = bench_host.host_cores_param(cores)
+            extras["effective_cores_layer_copies"] = len(cold[0].layers)
             _copy_interference(benches, model_dir, devices, link, extras, threads)
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])
