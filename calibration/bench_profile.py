@@ -413,8 +413,10 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
     For every decoder-layer call of :func:`loading_runs` made while loads run: its time over the (in-run
     scaled) ``profile``, divided by the core-sharing factor ``max(1, devices computing / host_cores)`` that
     :mod:`sim.hostcpu` already charges and by the run's own speed (:func:`_run_speed` of the same ratio
-    over the run's layer calls made while no load runs), minus 1, per GB/s being copied; the median over
-    the calls of all runs."""
+    over the run's layer calls made while no load runs), minus 1, minus the profile's prefill concurrency
+    slowdown when another device computes too (the simulator charges it besides this term:
+    :meth:`sim.interference.Interference.factor`), per GB/s being copied; the median over the calls of all
+    runs."""
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return _nonnegative_median(values)
@@ -449,11 +451,13 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
     :func:`load_interference_per_gbps`)."""
     loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
     layers = _layer_calls(trace, model, (TraceKind.PREFILL,))
+    model_slowdown = profile.concurrency_slowdown_for(1.0)
     calls = []
     for rec in layers:
         mid = (rec.t_start_s + rec.t_end_s) / 2
         copying = sum(1 for a, b in loads if a <= mid <= b)
-        _, cores = _devices_computing(rec, layers, host_cores)
-        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, copying))
-    speed = _run_speed([r for r, copying in calls if not copying])
-    return [(r / speed - 1.0) / (copying * link_bytes_per_s / 1e9) for r, copying in calls if copying]
+        computing, cores = _devices_computing(rec, layers, host_cores)
+        concurrency = model_slowdown if computing >= 2 else 0.0
+        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying))
+    speed = _run_speed([r / (1.0 + c) for r, c, copying in calls if not copying])
+    return [(r / speed - 1.0 - c) / (copying * link_bytes_per_s / 1e9) for r, c, copying in calls if copying]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from calibration.bench_profile import CONCURRENCY_MIN_CALLS, _copy_slowdowns, concurrency_slowdowns, phase_slowdowns
@@ -52,6 +54,17 @@ def test_copy_slowdown_is_relative_to_the_runs_calls_without_copies():
     assert _copy_slowdowns(trace, profile, model, 2e9, None, 32) == pytest.approx([0.05] * 5)  # per GB/s
     few = trace[:6] + trace[6:9]  # fewer reference calls than RUN_SPEED_MIN_CALLS: against the profile itself
     assert _copy_slowdowns(few, profile, model, 2e9, None, 32) == pytest.approx([(1.21 - 1) / 2] * 5)
+
+
+def test_copy_slowdown_leaves_out_the_profiles_own_concurrency_slowdown():
+    model, profile = _model_and_profile()
+    profile = dataclasses.replace(profile, prefill_concurrency_slowdown=0.1)
+    alone = UNIT_S * RUN_SPEED
+    trace = [TraceRecord(0.0, 0.1, TraceKind.LOAD, gpu=0, layer=1)]  # one copy at 2 GB/s until 0.1 s
+    for k in range(5):  # both devices compute: 10% for that (the profile's), another 10% while copying
+        trace += [_call(TraceKind.PREFILL, gpu, 0.01 * k, alone * 1.2, layer=gpu) for gpu in (0, 1)]
+        trace += [_call(TraceKind.PREFILL, gpu, 0.2 + 0.01 * k, alone * 1.1, layer=gpu) for gpu in (0, 1)]
+    assert _copy_slowdowns(trace, profile, model, 2e9, None, 32) == pytest.approx([0.05] * 10)
 
 
 def test_a_phase_with_too_few_overlapping_calls_gets_no_slowdown():
