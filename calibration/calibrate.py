@@ -254,13 +254,10 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
                       if (k := (s.unit, s.tokens, s.batch, s.context)) in alone and s.unit == 0]
             slowdown = float(np.median(ratios)) if ratios else None
         if devices[0].type == "cpu":
-            cold = [bench_compute.UnitBench(hf, d, tdtype, bench_profile.layer_copies(hf, tdtype, d)) for d in devices]
-            cores = bench_host.effective_cores(cold)  # compute-bound, weights streamed as in a forward pass
+            cores = bench_host.effective_cores(benches)  # see bench_host: what the simulator's cores stand for
             extras["effective_cores_threads_alone_together"] = [cores.effective_cores, cores.threads,
                                                                 cores.alone_s, cores.together_s]
             extras["host_cores"] = bench_host.host_cores_param(cores)
-            extras["effective_cores_layer_copies_tokens"] = [len(cold[0].layers),
-                                                             min(bench_host.HOST_CORES_TOKENS, cold[0].max_positions)]
             _copy_interference(benches, model_dir, devices, link, extras, threads)
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])

@@ -6,8 +6,6 @@ import pytest
 
 from calibration.cli import add_calibrate_parser
 from pipeboost.costs import CostParams
-from executor.hf import hf_config
-from pipeboost.model_config import preset_config
 from pipeboost.errors import PipeBoostError
 from pipeboost.scenario import load_params_file, scenario_from_dict
 
@@ -53,9 +51,6 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     assert alone_rate > 0 and busy_rate > 0 and params.copy_interference_per_job == pytest.approx(
         max(0.0, alone_rate / busy_rate - 1.0) / 2)
     assert len(prov["effective_cores_threads_alone_together"]) == 4
-    tiny = hf_config(preset_config("opt-tiny"))
-    copies, tokens = prov["effective_cores_layer_copies_tokens"]  # cold caches, compute-bound calls
-    assert copies == min(tiny.num_hidden_layers, 8) > 1 and tokens == min(512, tiny.max_position_embeddings)
     assert params.dispatch_s > 0 and params.handoff_s > 0 and params.step_start_s > 0
     wake_s, waits = prov["unit_wake_s_samples"]
     assert params.unit_wake_s == wake_s >= 0 and (waits > 0 or wake_s == 0)
