@@ -149,10 +149,13 @@ def load_rate_bytes_per_s(run: UnitLoadRun) -> float:
     return sum(n for _, _, n, _ in run.loads) / max(run.wall_s - run.startup_s, 1e-9)
 
 
-def copy_interference_per_job(alone: UnitLoadRun, computing: UnitLoadRun, n_computing: int) -> float:
+def copy_interference_per_job(alone: UnitLoadRun, computing: UnitLoadRun, n_computing: int,
+                              host_cores: float | None = None) -> float:
     """``copy_interference_per_job`` of :mod:`sim.interference`: (alone rate / rate while ``n_computing``
-    devices compute - 1) / ``n_computing``, at least 0."""
+    devices compute - 1) / (``n_computing`` x the cores' oversubscription ``max(1, n_computing /
+    host_cores)`` that the simulator multiplies it by), at least 0."""
     ratio = load_rate_bytes_per_s(alone) / load_rate_bytes_per_s(computing)
-    value = max(0.0, ratio - 1.0) / max(n_computing, 1)
+    n = max(n_computing, 1)
+    value = max(0.0, ratio - 1.0) / (n * (max(1.0, n / host_cores) if host_cores else 1.0))
     log.info("loads %.2fx slower while %d devices compute -> %.3f per computing device", ratio, n_computing, value)
     return value

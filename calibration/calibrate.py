@@ -229,7 +229,8 @@ def _copy_interference(benches: list, model_dir: Path, devices: list[torch.devic
                                             threads=threads)
     extras["load_rate_alone_computing_bytes_per_s"] = [bench_host.load_rate_bytes_per_s(alone),
                                                        bench_host.load_rate_bytes_per_s(busy)]
-    extras["copy_interference_per_job"] = bench_host.copy_interference_per_job(alone, busy, len(benches))
+    extras["copy_interference_per_job"] = bench_host.copy_interference_per_job(alone, busy, len(benches),
+                                                                               extras.get("host_cores"))
 
 
 def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str, Any], dtype: str,

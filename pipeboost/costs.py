@@ -28,7 +28,9 @@ Default parameters and where they come from:
   computing on the node and per GB/s being copied to the node when it starts. With ``host_cores`` only
   the copy term may be set (core sharing already slows devices against each other).
   ``copy_interference_per_job = 0``: the other direction: every weight copy to a node runs at its links'
-  capacity / (1 + this x GPUs of the node computing), changing as compute jobs start and end.
+  capacity / (1 + this x GPUs of the node computing), changing as compute jobs start and end; with
+  ``host_cores``, that count is multiplied by the cores' oversubscription ``max(1, computing /
+  host_cores)`` (the loaders wait for a core).
 * ``dispatch_s = handoff_s = step_start_s = 0``: the serving runtime's own latencies outside compute and
   copies (GPU servers: host-side launch and synchronisation; the CPU executor: thread wake-ups between
   its per-device workers). ``dispatch_s``: a request's arrival to its first unit on an idle device;

@@ -74,3 +74,16 @@ def test_a_phase_with_too_few_overlapping_calls_gets_no_slowdown():
     assert phase_slowdowns({"prefill": few, "decode": enough}) == {"prefill": (0.0, len(few)),
                                                                    "decode": (pytest.approx(0.1), len(enough))}
     assert phase_slowdowns({"prefill": faster, "decode": []}) == {"prefill": (0.0, len(faster)), "decode": (0.0, 0)}
+
+
+def test_copy_interference_per_job_divides_out_the_cores_oversubscription():
+    """Loads 1.5x slower while 2 devices compute: 0.25 per device on 2 or more cores; on 1.6 cores the
+    simulator multiplies the count by 2 / 1.6, so the coefficient is 0.25 / 1.25 = 0.2."""
+    from calibration.bench_host import copy_interference_per_job
+    from calibration.bench_load import UnitLoadRun
+
+    alone = UnitLoadRun(((0, 0, 3_000_000, 0.001),), startup_s=0.0, wall_s=0.001)
+    computing = UnitLoadRun(((0, 0, 3_000_000, 0.0015),), startup_s=0.0, wall_s=0.0015)
+    assert copy_interference_per_job(alone, computing, 2) == pytest.approx(0.25)
+    assert copy_interference_per_job(alone, computing, 2, host_cores=2.0) == pytest.approx(0.25)
+    assert copy_interference_per_job(alone, computing, 2, host_cores=1.6) == pytest.approx(0.2)

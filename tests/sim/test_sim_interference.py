@@ -111,6 +111,38 @@ def test_copies_slow_while_the_node_computes_and_recover_after():
     assert net.capacity_bytes_per_s["n0.gpu0"] == 2e9
 
 
+def test_copies_slow_by_the_cores_oversubscription_when_more_gpus_compute_than_host_cores():
+    """gamma = 0.25, 4 GPUs on 2 host cores: a 4 GB copy on a 2 GB/s link runs at 2 / (1 + 0.25 x 4 x 4/2) =
+    2/3 GB/s while all four compute (1 s to 2 s), so it ends at 2 + (4 - 2 - 2/3) / 2 = 2.667 s; with two
+    computing (2 / 2 = 1: no oversubscription) it would run at 2 / 1.5 = 4/3 GB/s."""
+    import simpy
+
+    from pipeboost.costs import CostParams
+    from sim.interference import Interference
+    from sim.network import FluidNetwork
+
+    ends = {}
+    for computing in (4, 2):
+        env = simpy.Environment()
+        net = FluidNetwork(env, {"n0.gpu0": 2e9})
+        it = Interference(env, CostParams(copy_interference_per_job=0.25, host_cores=2.0), 4, [net],
+                          {0: "n0.gpu0"})
+        done = net.transfer(("n0.gpu0",), 4e9)
+
+        def job(g):
+            yield env.timeout(1.0)
+            yield from it.compute((g,), 1.0)
+
+        def copy():
+            yield done
+            ends[computing] = env.now
+        for g in range(computing):
+            env.process(job(g))
+        env.process(copy())
+        env.run()
+    assert ends == {4: pytest.approx(2.0 + (2.0 - 2.0 / 3.0) / 2.0), 2: pytest.approx(2.0 + (2.0 - 4.0 / 3.0) / 2.0)}
+
+
 def test_a_profile_concurrency_slowdown_stretches_a_job_that_starts_while_another_gpu_computes():
     """Two replicas prefill at the same instant: the job started first sees nobody computing (its
     measured time), the second sees one other GPU computing (x (1 + the profile's concurrency slowdown))."""

@@ -1,0 +1,80 @@
+"""Re-derive ``copy_interference_per_job`` of calibrated files with the current estimator, from their passes.
+
+Until session 5, :func:`calibration.bench_host.copy_interference_per_job` divided the loaders' slowdown by
+the devices computing only; the simulator now multiplies that count by the cores' oversubscription
+``max(1, computing / host_cores)`` (:mod:`sim.interference`), and the estimator divides it out. A pass's
+coefficient and ``host_cores`` are both kept in the provenance (``pass_values``), so an older file's value
+is re-derived exactly: ``gamma_i / max(1, n / host_cores_i)`` per pass ``i`` (``n``: the devices it
+computed on), then the passes' median, as :func:`calibration.passes.median_params` merges them. Files
+already re-derived (``provenance.copy_interference_rederived``) are left as they are.
+
+``python -m calibration.rederive --out-dir DIR IN...`` writes each re-derived file under ``DIR``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+
+MARK = "copy_interference_rederived"
+
+
+def devices_computed_on(params: CostParams, source: str) -> int:
+    """Devices the calibration computed on, from ``provenance.devices.spec`` (``cpu:2`` -> 2)."""
+    spec = str((params.provenance.get("devices") or {}).get("spec", ""))
+    _, _, rest = spec.partition(":")
+    try:
+        return len(rest.split(",")) if "," in rest else int(rest)
+    except ValueError:
+        raise PipeBoostError(f"{source}: provenance.devices.spec is {spec!r}, expected a spec such as 'cpu:2'; "
+                             "re-derive only files written by pipeboost calibrate") from None
+
+
+def rederive_copy_interference(params: CostParams, source: str = "params") -> CostParams:
+    """``params`` with ``copy_interference_per_job`` re-derived from its passes (module docstring)."""
+    if params.provenance.get(MARK):
+        return params
+    values = params.provenance.get("pass_values") or {}
+    gammas, cores = values.get("copy_interference_per_job"), values.get("host_cores")
+    if not gammas or not cores or len(gammas) != len(cores) or any(c is None for c in cores):
+        raise PipeBoostError(f"{source}: provenance.pass_values needs copy_interference_per_job and host_cores "
+                             "for every pass (a CPU calibration with --passes); this file has neither")
+    n = devices_computed_on(params, source)
+    per_pass = [float(g) / max(1.0, n / float(c)) for g, c in zip(gammas, cores)]
+    provenance = {**params.provenance, MARK: True,
+                  "pass_values": {**values, "copy_interference_per_job": per_pass}}
+    return params.with_(copy_interference_per_job=float(statistics.median(per_pass)), provenance=provenance)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m calibration.rederive --out-dir DIR IN...``: re-derive each file's copy interference."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from pipeboost.scenario import load_params_file, save_params_file
+
+    parser = argparse.ArgumentParser(prog="python -m calibration.rederive", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        for name in args.files:
+            old = load_params_file(name)
+            new = rederive_copy_interference(old, name)
+            out = Path(args.out_dir) / Path(name).name
+            save_params_file(new, out)
+            print(f"wrote {out}: copy_interference_per_job {old.copy_interference_per_job:.4g} -> "
+                  f"{new.copy_interference_per_job:.4g}")
+    except PipeBoostError as exc:
+        print(f"pipeboost: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
