@@ -106,6 +106,11 @@ def weighted_computes(samples: list, num_layers: int) -> list:
     return [s for s in samples for _ in range(num_layers if s.unit >= 0 and s.unit < num_layers else 1)]
 
 
+def _optional(extras: dict[str, Any], key: str) -> float | None:
+    """``extras[key]`` as a float, None when absent."""
+    return None if extras.get(key) is None else float(extras[key])
+
+
 def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, model: Any,
                      provenance: dict[str, Any]) -> CostParams:
     """CostParams from all measurements, with raw figures and residuals in the provenance."""
@@ -134,6 +139,10 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
         # copies slow compute through sim.interference (measured on the executor), not through core shares
         params = params.with_(host_cores=float(extras["host_cores"]), copy_cpu_s_per_byte=0.0,
                               compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
+                              compute_interference_per_gbps_long=_optional(extras,
+                                                                           "compute_interference_per_gbps_long"),
+                              compute_interference_long_tokens=int(extras.get(
+                                  "load_interference_per_gbps_long_calls_tokens", [0, 0, 128])[2]),
                               copy_interference_per_job=float(extras.get("copy_interference_per_job", 0.0)),
                               unit_load_cpu_s=float(extras.get("unit_load_cpu_s", 0.0)))
     if extras.get("failure_detection_s") is not None:

@@ -207,6 +207,9 @@ IN_RUN_RUNS = 5
 placement, memory layout: +-5-10% between runs on a 2-core VM), so one run is one noisy sample."""
 INTERFERENCE_RUNS = 3
 """Executor runs the copy-on-compute coefficient pools its layer calls over (same reason)."""
+LONG_INTERFERENCE_RUNS = 2
+"""The same with :data:`LONG_PROMPT_TOKENS`-token prompts (``compute_interference_per_gbps_long``): 19-38
+layer calls of OPT-125M overlap the copies per run, so two runs even when the budget runs late (~3 s)."""
 
 
 LONG_PROMPT_TOKENS = 128

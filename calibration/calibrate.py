@@ -27,7 +27,9 @@
 10. on CPU virtual devices with a link cap, the slowdown of compute per GB/s copied while the devices load
    (requests prefilling as units land, on the executor): ``compute_interference_per_gbps``
    (:mod:`sim.interference`), and from the same runs the delay from a unit landing to the compute that
-   waited for it (``unit_wake_s``);
+   waited for it (``unit_wake_s``); the same with 128-token prompts gives the copy term of long prefills
+   (``compute_interference_per_gbps_long``, at least :data:`calibration.bench_profile.CONCURRENCY_MIN_CALLS`
+   calls);
 
 then assembles them (:func:`calibration.assemble.fit_measurements`, which fits with
 :func:`calibration.fit.fit_cost_params`) and writes ``CostParams`` with provenance
@@ -371,6 +373,15 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
                                                                    extras.get("host_cores"))
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
+        long_tokens = bench_profile.LONG_PROMPT_TOKENS  # the copy term of long prefills (their kernels lose less)
+        long_traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n,
+                                                 devices[0].type, prompt_tokens=long_tokens,
+                                                 runs=bench_profile.LONG_INTERFERENCE_RUNS)
+        per_gbps_long, calls_long = bench_profile.load_interference_per_gbps(
+            long_traces, profiles[0], model, req.link_gbps * 1e9, extras.get("host_cores"), prompt_tokens=long_tokens)
+        extras["load_interference_per_gbps_long_calls_tokens"] = [per_gbps_long, calls_long, long_tokens]
+        if calls_long >= bench_profile.CONCURRENCY_MIN_CALLS:
+            extras["compute_interference_per_gbps_long"] = per_gbps_long
         wake_s, waits = bench_profile.unit_wake_s(traces)
         extras["unit_wake_s_samples"] = [wake_s, waits]
         extras["runtime_unit_wake_s"] = wake_s

@@ -30,10 +30,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({prov.get('wall_s', 0.0):.1f} s of {args.budget_s:.0f} s budget)")
     for key in ("link_efficiency", "transfer_latency_s", "compute_efficiency", "memory_efficiency",
                 "unit_overhead_s", "hop_latency_s", "hop_bandwidth_bytes_per_s", "startup_s", "dispatch_s",
-                "handoff_s", "step_start_s", "unit_wake_s", "host_cores", "compute_interference_per_gbps", "copy_interference_per_job",
-                "unit_load_cpu_s"):
+                "handoff_s", "step_start_s", "unit_wake_s", "host_cores", "compute_interference_per_gbps",
+                "compute_interference_per_gbps_long", "copy_interference_per_job", "unit_load_cpu_s"):
         value = getattr(params, key)
-        print(f"  {key:28s} {'-' if value is None else format(value, '.4g')}")
+        print(f"  {key:34s} {'-' if value is None else format(value, '.4g')}")
     for name, value in params.link_bandwidth_overrides_bytes_per_s.items():
         print(f"  override {name:19s} {value:.4g} bytes/s")
     print(f"  residuals (median, p95)      {prov.get('residuals_rel_median_p95')}")

@@ -5,7 +5,8 @@ its window: three passes minutes apart gave copy-on-compute coefficients of 0.02
 GB/s and profiles 2-7% apart. A pass is one full run of :func:`calibration.calibrate.calibrate`'s
 phases; :func:`median_params` takes, field by field, the median over the passes:
 
-* every float field (``None`` where any pass has ``None``), each key of
+* every float field (``None`` where any pass has ``None``; for a coefficient a pass leaves unset with too
+  few samples, :data:`_MEASURED_IF_ENOUGH`, the median of the passes that set it), each key of
   ``link_bandwidth_overrides_bytes_per_s`` present in every pass;
 * each compute profile (matched by shape key): per unit kind, the prefill table on the token counts every
   pass measured and the decode table on the common batches, entry by entry, and the per-token decode
@@ -23,6 +24,8 @@ from pipeboost.compute_profile import UNIT_KINDS, ComputeProfile, KindProfile
 from pipeboost.costs import CostParams
 
 _SKIPPED = ("link_bandwidth_overrides_bytes_per_s", "compute_profiles", "provenance")
+_MEASURED_IF_ENOUGH = ("compute_interference_per_gbps_long",)
+"""Fields a pass leaves None when it saw too few samples: the median of the passes that measured them."""
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -68,7 +71,8 @@ def median_params(passes: Sequence[CostParams]) -> CostParams:
             continue
         values = [getattr(p, f.name) for p in passes]
         if all(isinstance(v, (int, float)) or v is None for v in values):
-            changes[f.name] = _median(values)
+            measured = [v for v in values if v is not None] if f.name in _MEASURED_IF_ENOUGH else values
+            changes[f.name] = _median(measured) if measured else None
             scalars[f.name] = values
     keys = set(first.link_bandwidth_overrides_bytes_per_s).intersection(
         *(set(p.link_bandwidth_overrides_bytes_per_s) for p in passes[1:]))

@@ -27,6 +27,11 @@ Default parameters and where they come from:
   :mod:`sim.interference` (CPU virtual devices): a compute job is slowed by this fraction per other device
   computing on the node and per GB/s being copied to the node when it starts. With ``host_cores`` only
   the copy term may be set (core sharing already slows devices against each other).
+  ``compute_interference_per_gbps_long = None``: the copy term of prefill jobs of
+  ``compute_interference_long_tokens`` (128) tokens or more, when measured (a long prefill's larger kernels
+  lose less to the loaders' memory traffic: 0.024 against 0.035 per GB/s at 32 tokens on the CPU
+  executor); ``compute_interference_per_gbps`` holds up to ``compute_interference_base_tokens`` (32) and
+  for decode; linear in log(tokens) between (:meth:`CostParams.copy_term_per_gbps`).
   ``copy_interference_per_job = 0``: the other direction: every weight copy to a node runs at its links'
   capacity / (1 + this x GPUs of the node computing), changing as compute jobs start and end; with
   ``host_cores``, that count is multiplied by the cores' oversubscription ``max(1, computing /
@@ -46,6 +51,7 @@ Default parameters and where they come from:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -74,6 +80,9 @@ class CostParams:
     unit_load_cpu_s: float = 0.0
     compute_interference_per_job: float = 0.0
     compute_interference_per_gbps: float = 0.0
+    compute_interference_per_gbps_long: float | None = None
+    compute_interference_base_tokens: int = 32
+    compute_interference_long_tokens: int = 128
     copy_interference_per_job: float = 0.0
     dispatch_s: float = 0.0
     handoff_s: float = 0.0
@@ -83,6 +92,20 @@ class CostParams:
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False, compare=False)
     """Where the values come from (free-form metadata, not compared: it may hold NaN residuals)."""
+
+    def copy_term_per_gbps(self, prefill_tokens: int | None = None) -> float:
+        """The copy term (compute slowdown per GB/s copied to the node) of a prefill job of ``prefill_tokens``
+        tokens: ``compute_interference_per_gbps`` up to ``compute_interference_base_tokens`` (and without a
+        long value or a token count), ``compute_interference_per_gbps_long`` from
+        ``compute_interference_long_tokens`` on, linear in log(tokens) between."""
+        base, long = self.compute_interference_per_gbps, self.compute_interference_per_gbps_long
+        t0, t1 = self.compute_interference_base_tokens, self.compute_interference_long_tokens
+        if long is None or prefill_tokens is None or prefill_tokens <= t0 or t1 <= t0:
+            return base
+        if prefill_tokens >= t1:
+            return long
+        w = math.log(prefill_tokens / t0) / math.log(t1 / t0)
+        return base + w * (long - base)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -241,6 +241,11 @@ def parse_params(node: Node) -> CostParams:
         raise node.error("host_cores and compute_interference_per_job both model devices slowing each other",
                          "keep host_cores (core sharing) or compute_interference_per_job, not both",
                          "compute_interference_per_job")
+    if values["compute_interference_long_tokens"] <= values["compute_interference_base_tokens"]:
+        raise node.error(f"compute_interference_long_tokens ({values['compute_interference_long_tokens']:g}) must "
+                         f"exceed compute_interference_base_tokens ({values['compute_interference_base_tokens']:g})",
+                         "set the token count the long copy term was measured at (128 from pipeboost calibrate)",
+                         "compute_interference_long_tokens")
     return CostParams(**values)
 
 
@@ -267,7 +272,7 @@ def _parse_profiles(node: Node) -> tuple:
 def _param_check(name: str):
     if name in ("link_efficiency", "compute_efficiency", "memory_efficiency"):
         return in_range(1e-6, 1.0)
-    if name.endswith("bytes_per_s") or name == "host_cores":
+    if name.endswith("bytes_per_s") or name == "host_cores" or name.endswith("_tokens"):
         return positive
     return lambda v: None if v >= 0 else "must not be negative"
 

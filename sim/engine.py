@@ -170,13 +170,13 @@ class Simulation:
         cpu = self.host_cpus[g]
         return cpu.net, loader_work(cpu, seconds)
 
-    def shared_compute(self, gpus: Sequence[int], seconds: float,
-                       prefill_share: float = 0.0) -> Generator[simpy.Event, object, None]:
+    def shared_compute(self, gpus: Sequence[int], seconds: float, prefill_share: float = 0.0,
+                       prefill_tokens: int | None = None) -> Generator[simpy.Event, object, None]:
         """A compute job of ``seconds`` (cost model; ``prefill_share`` of it prefill, 0..1) on ``gpus`` when
         host cores or interference are modelled (it may take longer); callers use a plain timeout when
         :attr:`plain_compute`."""
         if self.interference is not None:
-            yield from self.interference.compute(gpus, seconds, self.host_cpus, prefill_share)
+            yield from self.interference.compute(gpus, seconds, self.host_cpus, prefill_share, prefill_tokens)
         elif self.host_cpus is not None:
             yield from compute([self.host_cpus[g] for g in gpus], seconds)
         else:

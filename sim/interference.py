@@ -62,6 +62,7 @@ class Interference:
         """The model's compute profile: its concurrency slowdown is charged once when any other GPU of the
         node computes (it is measured with two devices; with more, core sharing already stretches the job)."""
         self.per_gbps = params.compute_interference_per_gbps
+        self.params = params
         self.copy_per_job = params.copy_interference_per_job
         self.host_cores = params.host_cores
         self.gpus_per_node = gpus_per_node
@@ -80,23 +81,27 @@ class Interference:
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
                 or params.copy_interference_per_job > 0 or model)
 
-    def factor(self, g: int, prefill_share: float = 0.0) -> float:
+    def factor(self, g: int, prefill_share: float = 0.0, prefill_tokens: int | None = None) -> float:
         """``1 + alpha x others computing + model slowdown if any other computes + beta x GB/s copied`` on
-        GPU ``g``'s node, now, for a job whose cost-model time is ``prefill_share`` prefill."""
+        GPU ``g``'s node, now, for a job whose cost-model time is ``prefill_share`` prefill of
+        ``prefill_tokens`` tokens per call (beta: :meth:`CostParams.copy_term_per_gbps`, weighted by time)."""
         node = g // self.gpus_per_node
         others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
         copy_gbps = self.networks[node].total_rate_bytes_per_s() / 1e9
         model = self.profile.concurrency_slowdown_for(prefill_share) if others and self.profile else 0.0
-        return 1.0 + self.per_job * others + model + self.per_gbps * copy_gbps
+        per_gbps = self.per_gbps
+        if prefill_share > 0.0 and self.params.compute_interference_per_gbps_long is not None:
+            per_gbps += prefill_share * (self.params.copy_term_per_gbps(prefill_tokens) - self.per_gbps)
+        return 1.0 + self.per_job * others + model + per_gbps * copy_gbps
 
     def compute(self, gpus: Sequence[int], seconds: float, host_cpus: Sequence["HostCPU"] | None = None,
-                prefill_share: float = 0.0) -> Generator[simpy.Event, object, None]:
+                prefill_share: float = 0.0, prefill_tokens: int | None = None) -> Generator[simpy.Event, object, None]:
         """A compute job of ``seconds`` (cost model, ``prefill_share`` of it prefill) on ``gpus`` at once,
         stretched by the largest factor; on the host cores of ``host_cpus`` (per GPU) when they are
         modelled, else a timeout."""
         if seconds <= 0.0:
             return
-        stretch = max(self.factor(g, prefill_share) for g in gpus)
+        stretch = max(self.factor(g, prefill_share, prefill_tokens) for g in gpus)
         nodes = {g // self.gpus_per_node for g in gpus}
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]

@@ -262,7 +262,10 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
             if inst.ctx.plain_compute:
                 yield env.timeout(sum(durations))
             else:  # host cores shared or interference: the job may stretch; records stretch in proportion
-                yield from inst.ctx.shared_compute((g,), sum(durations), 1.0 if kind == "prefill" else 0.0)
+                if kind == "prefill":
+                    yield from inst.ctx.shared_compute((g,), sum(durations), 1.0, sum(r.prefill_tokens for r in reqs))
+                else:
+                    yield from inst.ctx.shared_compute((g,), sum(durations), 0.0)
                 stretch = (env.now - t0) / sum(durations) if sum(durations) > 0 else 1.0
                 durations = [d * stretch for d in durations]
             _record(inst, g, s, kind, units[i:j], durations, t0, reqs)

@@ -192,7 +192,8 @@ class _Server:
             for r in new:
                 yield from lora.ensure(inst, gpus[0], r.adapter)
             duration += lora.step_overhead_s(new, old)
-        t0 = yield from self._compute(duration, prefill_s / duration if duration > 0 else 0.0)
+        tokens = round(sum(r.prefill_tokens for r in new) / len(new)) if new else None
+        t0 = yield from self._compute(duration, prefill_s / duration if duration > 0 else 0.0, tokens)
         _record_step(inst, gpus, t0, new, old)
         self.running, self.context = self._tokens(self.running)
 
@@ -211,7 +212,7 @@ class _Server:
                 yield from lora.ensure(inst, gpus[0], r.adapter)
                 if i == 0:  # the whole iteration's adapter compute rides on its first prefill
                     duration += lora.step_overhead_s(new, old)
-            t0 = yield from self._compute(duration, 1.0)
+            t0 = yield from self._compute(duration, 1.0, r.prefill_tokens)
             _record_step(inst, gpus, t0, [r], [])
             survivors, context = self._tokens([r])
             if survivors:
@@ -228,9 +229,11 @@ class _Server:
         self.running = old + kept
         self.context = old_context + kept_context
 
-    def _compute(self, duration: float, prefill_share: float = 0.0) -> Generator[simpy.Event, object, float]:
-        """Compute for ``duration`` seconds (cost model; ``prefill_share`` of it prefill, for the profile's
-        per-phase concurrency slowdown) on the replica's GPUs; returns the start time.
+    def _compute(self, duration: float, prefill_share: float = 0.0,
+                 prefill_tokens: int | None = None) -> Generator[simpy.Event, object, float]:
+        """Compute for ``duration`` seconds (cost model; ``prefill_share`` of it prefill of ``prefill_tokens``
+        tokens per request, for the per-phase interference terms) on the replica's GPUs; returns the start
+        time.
 
         The GPU is shared with pipeline micro-batches still in flight: the iteration queues for the GPU's
         stage turn (with exclusive micro-batches, :func:`sim.pipeline._through_stages`) and then its compute,
@@ -241,21 +244,23 @@ class _Server:
             if turns is not None:
                 with turns.request() as turn:
                     yield turn
-                    return (yield from self._on_gpu(duration, prefill_share))
-            return (yield from self._on_gpu(duration, prefill_share))
-        return (yield from self._busy(duration, prefill_share))
+                    return (yield from self._on_gpu(duration, prefill_share, prefill_tokens))
+            return (yield from self._on_gpu(duration, prefill_share, prefill_tokens))
+        return (yield from self._busy(duration, prefill_share, prefill_tokens))
 
-    def _on_gpu(self, duration: float, prefill_share: float) -> Generator[simpy.Event, object, float]:
+    def _on_gpu(self, duration: float, prefill_share: float,
+                prefill_tokens: int | None) -> Generator[simpy.Event, object, float]:
         with self.lead.compute.request() as req:
             yield req
-            return (yield from self._busy(duration, prefill_share))
+            return (yield from self._busy(duration, prefill_share, prefill_tokens))
 
-    def _busy(self, duration: float, prefill_share: float) -> Generator[simpy.Event, object, float]:
+    def _busy(self, duration: float, prefill_share: float,
+              prefill_tokens: int | None = None) -> Generator[simpy.Event, object, float]:
         t0 = self.env.now
         if self.ctx.plain_compute:
             yield self.env.timeout(duration)
         else:
-            yield from self.ctx.shared_compute(self.gpus, duration, prefill_share)
+            yield from self.ctx.shared_compute(self.gpus, duration, prefill_share, prefill_tokens)
         return t0
 
     def _tokens(self, reqs: list[ReqState]) -> tuple[list[ReqState], int]:

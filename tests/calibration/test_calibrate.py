@@ -47,6 +47,10 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     per_gbps, calls = prov["load_interference_per_gbps_calls"]
     assert calls >= 1 and params.compute_interference_per_gbps == per_gbps >= 0
     assert params.compute_interference_per_job == 0.0
+    long_value, long_calls, long_tokens = prov["load_interference_per_gbps_long_calls_tokens"]
+    assert long_tokens == params.compute_interference_long_tokens == 128 and long_value >= 0
+    # set only with enough overlapping calls (a tiny model's long prefills may all finish before the load)
+    assert params.compute_interference_per_gbps_long == (long_value if long_calls >= 20 else None)
     alone_rate, busy_rate = prov["load_rate_alone_computing_bytes_per_s"]
     assert alone_rate > 0 and busy_rate > 0 and params.copy_interference_per_job == pytest.approx(
         max(0.0, alone_rate / busy_rate - 1.0) / (2 * max(1.0, 2 / params.host_cores)))  # cores oversubscribed

@@ -46,6 +46,13 @@ def test_a_missing_value_in_any_pass_stays_missing_and_one_pass_is_itself():
         median_params([])
 
 
+def test_a_long_copy_term_is_the_median_of_the_passes_that_measured_it():
+    passes = [_params(k).with_(compute_interference_per_gbps_long=v)
+              for k, v in ((1.0, 0.03), (2.0, None), (3.0, 0.02))]
+    assert median_params(passes).compute_interference_per_gbps_long == pytest.approx(0.025)
+    assert median_params(passes[1:2] * 2).compute_interference_per_gbps_long is None  # none did
+
+
 def test_zero_passes_is_refused_before_measuring(tmp_path):
     with pytest.raises(CalibrationError, match="--passes 0"):
         calibrate(CalibrationRequest(devices="cpu:2", preset="opt-tiny", passes=0), tmp_path / "p.yaml")

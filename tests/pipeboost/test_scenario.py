@@ -8,6 +8,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeboost.costs import CostParams
 from pipeboost.errors import ScenarioError
 from pipeboost.scenario import (dump_scenario_yaml, load_params_file, load_scenario, save_params_file,
                                 scenario_from_dict, scenario_to_dict)
@@ -145,6 +146,14 @@ def test_params_file_round_trip(tmp_path):
     assert load_params_file(tmp_path / "p.yaml") == params
     doc = mutated(params={"file": "p.yaml"})
     assert scenario_from_dict(doc, file=str(tmp_path / "s.yaml")).params == params
+
+
+def test_a_long_copy_term_measured_below_its_base_length_is_refused(tmp_path):
+    params = CostParams(compute_interference_per_gbps=0.05, compute_interference_per_gbps_long=0.03,
+                        compute_interference_long_tokens=16)
+    save_params_file(params, tmp_path / "p.yaml")
+    with pytest.raises(ScenarioError, match="p.yaml.*compute_interference_long_tokens.*must exceed"):
+        load_params_file(tmp_path / "p.yaml")
 
 
 # ---- property-based: any document gives a Scenario or a ScenarioError, nothing else -------------

@@ -38,6 +38,34 @@ def test_compute_during_a_copy_is_stretched_by_the_copy_rate():
     assert res.trace != plain.trace
 
 
+@pytest.mark.parametrize("prompt, long_share", [(16, 0.0), (128, 1.0), (256, 1.0), (64, 0.5)])
+def test_a_long_prefill_pays_the_long_copy_term(prompt, long_share):
+    """With ``compute_interference_per_gbps_long`` set, a prefill of ``prompt`` tokens during a copy is
+    stretched by beta(prompt): the 32-token value up to 32 tokens, the long value from 128 on, and between
+    them linear in log(tokens) (64 tokens: halfway)."""
+    base = tiny_scenario("pipeboost", gpus=1, cold_start_gpus=1, prompt=prompt, output=1)
+    beta, beta_long = 0.05, 0.02
+    sc = replace(base, params=replace(base.params, compute_interference_per_gbps=beta,
+                                      compute_interference_per_gbps_long=beta_long))
+    assert sc.params.copy_term_per_gbps(prompt) == pytest.approx(beta + long_share * (beta_long - beta))
+    res, prefills = _prefills(sc)
+    loads = of_kind(res.trace, TraceKind.LOAD)
+    stretched = 1.0 + (beta + long_share * (beta_long - beta)) * LINK_BYTES_PER_S / 1e9
+    copying = [r for r in prefills if any(x.t_start_s <= r.t_start_s < x.t_end_s for x in loads)]
+    assert copying
+    for rec in copying:
+        cost = unit_compute_s(sc.params, sc.topology.gpu, sc.model, rec.layer, prompt)
+        assert rec.duration_s == pytest.approx(cost * stretched, **EXACT)
+
+
+def test_decode_and_unknown_lengths_keep_the_base_copy_term():
+    from pipeboost.costs import CostParams
+
+    params = CostParams(compute_interference_per_gbps=0.05, compute_interference_per_gbps_long=0.02)
+    assert params.copy_term_per_gbps(None) == params.copy_term_per_gbps(1) == 0.05
+    assert CostParams(compute_interference_per_gbps=0.05).copy_term_per_gbps(512) == 0.05  # none measured
+
+
 def test_factor_counts_other_gpus_computing_and_the_node_copy_rate():
     import simpy
 
