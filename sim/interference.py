@@ -11,7 +11,9 @@ rate. So, with ``CostParams.compute_interference_per_job`` (alpha) or ``compute_
     d x (1 + alpha x (other GPUs of the node computing now) + beta x (GB/s being copied to the node now))
 
 seconds; the factor is taken when the job starts (unit jobs are milliseconds, load phases hundreds) and the
-job then counts as computing for the others. With ``copy_interference_per_job`` (gamma) set as well, the
+job then counts as computing for the others. With ``compute_interference_per_gbps_long`` set, a prefill job's
+beta follows its tokens (:meth:`CostParams.copy_term_per_gbps`: the measured 32- and 128-token values,
+interpolated in log(tokens)): a long prefill's larger kernels lose less to the loaders. With ``copy_interference_per_job`` (gamma) set as well, the
 other direction: each GPU link of the node carries ``capacity / (1 + gamma x GPUs of the node computing)``,
 updated whenever a compute job starts or ends (the loaders' threads share the cores and the interpreter with
 the compute threads), so copies in progress slow down and speed up. With ``host_cores`` the count is
