@@ -52,6 +52,8 @@ class SuiteEntry:
     exe_mean_ttft_s: float | None
     plan_key: str = ""
     """The base plan (JSON): variants of a group with the same plan are repeats of one policy."""
+    cold_start_gpus: int = 0
+    """GPUs the scenario cold-starts on (0: unknown)."""
 
 
 def suite_files(folder: Path, quick: bool = False) -> list[Path]:
@@ -92,8 +94,21 @@ def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path 
         entries.append(SuiteEntry(result, scenario.name.split("--")[0],
                                   _mean_ttft([result.out_dir / "sim" / "trace.jsonl"]),
                                   _mean_ttft(repeat_traces(result.out_dir / "executor")),
-                                  json.dumps(build_plan(scenario).to_dict(), sort_keys=True)))
+                                  json.dumps(build_plan(scenario).to_dict(), sort_keys=True),
+                                  scenario.serving.cold_start_gpus))
     return entries
+
+
+def machine_drift(entries: list[SuiteEntry]) -> tuple[float | None, int]:
+    """The signed median of ``(sim - executor) / executor`` over the TTFT rows of the one-GPU scenarios, and
+    their number (None without any).
+
+    No interference term reaches a one-GPU scenario's prefills: only the compute profiles and the runtime
+    latencies do, so a value far from 0 is mostly the machine's speed during this run against its speed at
+    calibration (the shared VM drifts by 4-8% within an hour), which every other row carries as well."""
+    signed = [(r.sim_s - r.executor_s) / r.executor_s for e in entries if e.cold_start_gpus == 1
+              for r in e.result.rows if r.component == "ttft" and r.sim_s is not None and r.executor_s]
+    return (statistics.median(signed) if signed else None), len(signed)
 
 
 def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]]:
@@ -183,6 +198,11 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     for comp, st in errors.items():
         noise = f"  executor spread (median) {_pct(st['spread'])}" if st.get("spread") is not None else ""
         lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}{noise}")
+    drift, n = machine_drift(entries)
+    if drift is not None:
+        side = "slower" if drift < 0 else "faster"
+        lines.append(f"machine drift: one-GPU scenarios' TTFT, simulated vs measured {drift:+.1%} (n={n}): the "
+                     f"executor ran {abs(drift):.1%} {side} than the profiles, and every row carries it")
     lines.append("")
     for comp in ("ttft", "load_gpu"):
         st = errors.get(comp, {})

@@ -142,3 +142,19 @@ def test_end_to_end_latency_is_compared_but_not_counted_in_the_overall_median(tm
     result = ValidationResult("x", tuple(rows), (), tmp_path)
     assert result.median_error == 0.0  # the TTFT row only
     assert result.component_stats()["latency"]["median"] == 0.5
+
+
+def test_the_suite_reports_machine_drift_from_its_one_gpu_scenarios(tmp_path):
+    from calibration.align import Row
+    from calibration.suite import SuiteEntry, format_suite, machine_drift
+    from calibration.validate import ValidationResult
+
+    def entry(name, gpus, pairs):
+        rows = tuple(Row("ttft", f"req{i}", sim, exe) for i, (sim, exe) in enumerate(pairs))
+        return SuiteEntry(ValidationResult(name, rows, (), tmp_path), name, None, None, "", gpus)
+    one = entry("a-1cpu", 1, [(0.9, 1.0), (0.95, 1.0), (1.0, 1.0)])  # -10%, -5%, 0%
+    two = entry("a-2cpu", 2, [(2.0, 1.0)])  # not a one-GPU scenario: ignored
+    assert machine_drift([one, two]) == (pytest.approx(-0.05), 3)
+    assert machine_drift([two]) == (None, 0)
+    assert "machine drift: one-GPU scenarios' TTFT, simulated vs measured -5.0% (n=3): the executor ran 5.0% " \
+           "slower" in format_suite([one, two], {}, [])
