@@ -141,8 +141,8 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
                               compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
                               compute_interference_per_gbps_long=_optional(extras,
                                                                            "compute_interference_per_gbps_long"),
-                              compute_interference_long_tokens=int(extras.get(
-                                  "load_interference_per_gbps_long_calls_tokens", [0, 0, 128])[2]),
+                              compute_interference_long_tokens=int(extras.get("compute_interference_long_tokens",
+                                                                              params.compute_interference_long_tokens)),
                               copy_interference_per_job=float(extras.get("copy_interference_per_job", 0.0)),
                               unit_load_cpu_s=float(extras.get("unit_load_cpu_s", 0.0)))
     if extras.get("failure_detection_s") is not None:

@@ -41,6 +41,7 @@ import torch
 
 from calibration.bench_compute import UnitBench
 from calibration.bench_load import UnitLoadRun
+from sim.hostcpu import oversubscription
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,6 @@ def copy_interference_per_job(alone: UnitLoadRun, computing: UnitLoadRun, n_comp
     host_cores)`` that the simulator multiplies it by), at least 0."""
     ratio = load_rate_bytes_per_s(alone) / load_rate_bytes_per_s(computing)
     n = max(n_computing, 1)
-    value = max(0.0, ratio - 1.0) / (n * (max(1.0, n / host_cores) if host_cores else 1.0))
+    value = max(0.0, ratio - 1.0) / (n * oversubscription(n, host_cores))
     log.info("loads %.2fx slower while %d devices compute -> %.3f per computing device", ratio, n_computing, value)
     return value

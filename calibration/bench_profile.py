@@ -37,6 +37,7 @@ from pipeboost.compute_profile import UNIT_KINDS, ComputeProfile, KindProfile, u
 from pipeboost.spec import EMBED_UNIT, ModelSpec
 from pipeboost.trace import TraceKind, TraceRecord
 from pipeboost.workload import Request
+from sim.hostcpu import oversubscription
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,9 @@ IN_RUN_RUNS = 5
 placement, memory layout: +-5-10% between runs on a 2-core VM), so one run is one noisy sample."""
 INTERFERENCE_RUNS = 3
 """Executor runs the copy-on-compute coefficient pools its layer calls over (same reason)."""
+COPY_TERM_TOKENS = 32
+"""Prompt tokens of the loading runs that measure ``compute_interference_per_gbps`` (the simulator's
+``CostParams.compute_interference_base_tokens``)."""
 LONG_INTERFERENCE_RUNS = 2
 """The same with :data:`LONG_PROMPT_TOKENS`-token prompts (``compute_interference_per_gbps_long``): 19-38
 layer calls of OPT-125M overlap the copies per run, so two runs even when the budget runs late (~3 s)."""
@@ -354,7 +358,7 @@ def _devices_computing(rec: TraceRecord, calls: list[TraceRecord], host_cores: f
     factor ``max(1, devices / host_cores)`` that :mod:`sim.hostcpu` charges for them (1 without host cores)."""
     mid = (rec.t_start_s + rec.t_end_s) / 2
     computing = 1 + len({o.gpu for o in calls if o.gpu != rec.gpu and o.t_start_s <= mid <= o.t_end_s})
-    return computing, (max(1.0, computing / host_cores) if host_cores else 1.0)
+    return computing, oversubscription(computing, host_cores)
 
 
 def _nonnegative_median(values: list[float]) -> tuple[float, int]:
@@ -394,7 +398,7 @@ def scaled(profile: ComputeProfile, factors: dict[str, float], base_tokens: int 
 
 
 def loading_runs(model_dir: Path, preset: str, dtype: str, link_bytes_per_s: float, n_devices: int,
-                 device_kind: str = "cpu", requests: int = 12, prompt_tokens: int = 32,
+                 device_kind: str = "cpu", requests: int = 12, prompt_tokens: int = COPY_TERM_TOKENS,
                  runs: int = INTERFERENCE_RUNS) -> list[list[TraceRecord]]:
     """Executor traces of ``runs`` runs in which ``requests`` requests arrive at time zero on a PipeBoost plan
     over ``n_devices`` (each device loads its own stage, then the rest, at ``link_bytes_per_s``) and prefill
@@ -410,7 +414,7 @@ def loading_runs(model_dir: Path, preset: str, dtype: str, link_bytes_per_s: flo
 
 def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: ComputeProfile, model: ModelSpec,
                                link_bytes_per_s: float, host_cores: float | None = None,
-                               prompt_tokens: int = 32) -> tuple[float, int]:
+                               prompt_tokens: int = COPY_TERM_TOKENS) -> tuple[float, int]:
     """Compute slowdown per GB/s copied to the node, measured on the executor, and the number of samples.
 
     For every decoder-layer call of :func:`loading_runs` made while loads run: its time over the (in-run

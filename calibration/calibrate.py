@@ -366,20 +366,24 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
     extras["runtime_overhead_per_unit_s"] = runtime_s
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
-        traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, devices[0].type,
-                                            runs=2 if budget.remaining_s() < MODEL_RUNS_S
-                                            else bench_profile.INTERFERENCE_RUNS)
-        per_gbps, calls = bench_profile.load_interference_per_gbps(traces, profiles[0], model, req.link_gbps * 1e9,
-                                                                   extras.get("host_cores"))
+
+        def copy_term(tokens: int, runs: int) -> tuple[list, float, int]:
+            """Loading runs with ``tokens``-token prompts, and the copy term and calls measured on them."""
+            runs_traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n,
+                                                     devices[0].type, prompt_tokens=tokens, runs=runs)
+            value, calls = bench_profile.load_interference_per_gbps(runs_traces, profiles[0], model,
+                                                                    req.link_gbps * 1e9, extras.get("host_cores"),
+                                                                    prompt_tokens=tokens)
+            return runs_traces, value, calls
+
+        base_runs = 2 if budget.remaining_s() < MODEL_RUNS_S else bench_profile.INTERFERENCE_RUNS
+        traces, per_gbps, calls = copy_term(bench_profile.COPY_TERM_TOKENS, base_runs)
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
         long_tokens = bench_profile.LONG_PROMPT_TOKENS  # the copy term of long prefills (their kernels lose less)
-        long_traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n,
-                                                 devices[0].type, prompt_tokens=long_tokens,
-                                                 runs=bench_profile.LONG_INTERFERENCE_RUNS)
-        per_gbps_long, calls_long = bench_profile.load_interference_per_gbps(
-            long_traces, profiles[0], model, req.link_gbps * 1e9, extras.get("host_cores"), prompt_tokens=long_tokens)
+        _, per_gbps_long, calls_long = copy_term(long_tokens, bench_profile.LONG_INTERFERENCE_RUNS)
         extras["load_interference_per_gbps_long_calls_tokens"] = [per_gbps_long, calls_long, long_tokens]
+        extras["compute_interference_long_tokens"] = long_tokens
         if calls_long >= bench_profile.CONCURRENCY_MIN_CALLS:
             extras["compute_interference_per_gbps_long"] = per_gbps_long
         wake_s, waits = bench_profile.unit_wake_s(traces)

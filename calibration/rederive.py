@@ -18,6 +18,7 @@ from typing import Sequence
 
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
+from sim.hostcpu import oversubscription
 
 MARK = "copy_interference_rederived"
 
@@ -43,7 +44,7 @@ def rederive_copy_interference(params: CostParams, source: str = "params") -> Co
         raise PipeBoostError(f"{source}: provenance.pass_values needs copy_interference_per_job and host_cores "
                              "for every pass (a CPU calibration with --passes); this file has neither")
     n = devices_computed_on(params, source)
-    per_pass = [float(g) / max(1.0, n / float(c)) for g, c in zip(gammas, cores)]
+    per_pass = [float(g) / oversubscription(n, float(c)) for g, c in zip(gammas, cores)]
     provenance = {**params.provenance, MARK: True,
                   "pass_values": {**values, "copy_interference_per_job": per_pass}}
     return params.with_(copy_interference_per_job=float(statistics.median(per_pass)), provenance=provenance)

@@ -61,6 +61,13 @@ class HostCPU:
         return links + (self.cpu_link,), {"weights": weights, "scale": 1.0 / self.copy_weight}
 
 
+def oversubscription(computing: float, host_cores: float | None) -> float:
+    """How oversubscribed ``host_cores`` are by ``computing`` compute threads: ``max(1, computing /
+    host_cores)``, 1 without host cores. Equal jobs sharing the cores in :func:`compute` each run this much
+    slower than alone; :mod:`sim.interference` multiplies the loaders' slowdown by it."""
+    return max(1.0, computing / host_cores) if host_cores else 1.0
+
+
 def cpu_capacities(params: "CostParams", node: int, gpus: Sequence[int]) -> dict[str, float]:
     """Capacities (core-ns per second) of node ``node``'s host-CPU link and its GPUs' thread links."""
     caps = {cpu_link_name(node): float(params.host_cores) * CORE_NS}

@@ -13,10 +13,10 @@ rate. So, with ``CostParams.compute_interference_per_job`` (alpha) or ``compute_
 seconds; the factor is taken when the job starts (unit jobs are milliseconds, load phases hundreds) and the
 job then counts as computing for the others. With ``compute_interference_per_gbps_long`` set, a prefill job's
 beta follows its tokens (:meth:`CostParams.copy_term_per_gbps`: the measured 32- and 128-token values,
-interpolated in log(tokens)): a long prefill's larger kernels lose less to the loaders. With ``copy_interference_per_job`` (gamma) set as well, the
-other direction: each GPU link of the node carries ``capacity / (1 + gamma x GPUs of the node computing)``,
-updated whenever a compute job starts or ends (the loaders' threads share the cores and the interpreter with
-the compute threads), so copies in progress slow down and speed up. With ``host_cores`` the count is
+interpolated in log(tokens)): a long prefill's larger kernels lose less to the loaders. With
+``copy_interference_per_job`` (gamma) set as well, the other direction: each GPU link of the node carries
+``capacity / (1 + gamma x GPUs of the node computing)``, updated whenever a compute job starts or ends (the
+loaders' threads share the cores and the interpreter with the compute threads), so copies in progress slow down and speed up. With ``host_cores`` the count is
 multiplied by the cores' oversubscription, ``max(1, GPUs computing / host_cores)``: with more compute threads
 than cores a loader waking from its pacing sleep waits for a core behind them. Measured on the executor
 (SmolLM2-135M, four CPU virtual devices on two cores, 2.5 devices computing on average while loading), the
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Generator, Mapping, Sequence
 
 import simpy
 
-from sim.hostcpu import compute
+from sim.hostcpu import compute, oversubscription
 
 if TYPE_CHECKING:
     from pipeboost.compute_profile import ComputeProfile
@@ -126,6 +126,6 @@ class Interference:
             return
         for node in nodes:
             busy = sum(1 for jobs in self.computing[node].values() if jobs)
-            oversubscribed = max(1.0, busy / self.host_cores) if self.host_cores else 1.0
+            slowdown = self.copy_per_job * busy * oversubscription(busy, self.host_cores)
             for name, nominal in self.node_links[node]:
-                self.networks[node].set_capacity(name, nominal / (1.0 + self.copy_per_job * busy * oversubscribed))
+                self.networks[node].set_capacity(name, nominal / (1.0 + slowdown))
