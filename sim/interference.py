@@ -16,13 +16,13 @@ beta follows its tokens (:meth:`CostParams.copy_term_per_gbps`: the measured 32-
 interpolated in log(tokens)): a long prefill's larger kernels lose less to the loaders. With
 ``copy_interference_per_job`` (gamma) set as well, the other direction: each GPU link of the node carries
 ``capacity / (1 + gamma x GPUs of the node computing)``, updated whenever a compute job starts or ends (the
-loaders' threads share the cores and the interpreter with the compute threads), so copies in progress slow down and speed up. With ``host_cores`` the count is
-multiplied by the cores' oversubscription, ``max(1, GPUs computing / host_cores)``: with more compute threads
-than cores a loader waking from its pacing sleep waits for a core behind them. Measured on the executor
-(SmolLM2-135M, four CPU virtual devices on two cores, 2.5 devices computing on average while loading), the
-loaders ran at 1.49-1.72 GB/s of their 2 GB/s, where the count alone, calibrated with two devices, gave 1.82
-(load time per GPU 6-16% early; with the factor, 3% early). With all three 0 (the default) nothing
-here is used.
+loaders' threads share the cores and the interpreter with the compute threads), so copies in progress slow
+down and speed up. With ``host_cores`` the count is multiplied by the cores' oversubscription, ``max(1, GPUs
+computing / host_cores)``: with more compute threads than cores a loader waking from its pacing sleep waits
+for a core behind them. Measured on the executor (SmolLM2-135M, four CPU virtual devices on two cores, 2.5
+devices computing on average while loading), the loaders ran at 1.49-1.72 GB/s of their 2 GB/s, where the
+count alone, calibrated with two devices, gave 1.82 (load time per GPU 6-16% early; with the factor, 3%
+early). With all three 0 (the default) nothing here is used.
 
 The model's compute profile may add its ``concurrency_slowdown`` (what its units lose while another device
 computes, beyond core sharing: the executor's workers share one interpreter), once when any other GPU of the
