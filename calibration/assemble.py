@@ -135,9 +135,10 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
         params = params.with_(compute_profiles=tuple(dataclasses.replace(p, runtime_overhead_s=float(runtime_s or 0.0))
                                                      for p in m.profiles))
     extras = m.extras or {}
-    if extras.get("host_cores") is not None:  # CPU virtual devices: compute jobs share the host's cores;
-        # copies slow compute through sim.interference (measured on the executor), not through core shares
-        params = params.with_(host_cores=float(extras["host_cores"]), copy_cpu_s_per_byte=0.0,
+    if extras.get("host_cores") is not None:  # CPU virtual devices: compute jobs share the host's cores with
+        # the copies' own CPU; the copy term caps a compute thread's speed (sim.interference)
+        params = params.with_(host_cores=float(extras["host_cores"]),
+                              copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)),
                               compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
                               compute_interference_per_gbps_long=_optional(extras,
                                                                            "compute_interference_per_gbps_long"),

@@ -26,7 +26,9 @@ Default parameters and where they come from:
 * ``compute_interference_per_job = compute_interference_per_gbps = 0``: the linear interference model of
   :mod:`sim.interference` (CPU virtual devices): a compute job is slowed by this fraction per other device
   computing on the node and per GB/s being copied to the node when it starts. With ``host_cores`` only
-  the copy term may be set (core sharing already slows devices against each other).
+  the copy term may be set (core sharing already slows devices against each other), and it caps the job's
+  thread at ``1 / (1 + beta x GB/s)`` of a core instead of stretching its work: where the cores are
+  oversubscribed (the copies' ``copy_cpu_s_per_byte`` included) the fair share sets the pace.
   ``compute_interference_per_gbps_long = None``: the copy term of prefill jobs of
   ``compute_interference_long_tokens`` (128) tokens or more, when measured (a long prefill's larger kernels
   lose less to the loaders' memory traffic: 0.024 against 0.035 per GB/s at 32 tokens on the CPU

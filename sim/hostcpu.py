@@ -100,11 +100,21 @@ def loader_work(cpu: HostCPU, seconds: float) -> simpy.Event:
     return cpu.net.transfer((cpu.cpu_link, cpu.loader_link), seconds * CORE_NS)
 
 
-def compute(cpus: Sequence[HostCPU], seconds: float) -> Generator[simpy.Event, object, None]:
+def compute(cpus: Sequence[HostCPU], seconds: float, speed_cap: float = 1.0) -> Generator[simpy.Event, object, None]:
     """Run a compute job of ``seconds`` (cost-model duration, 1 core) on each GPU of ``cpus`` at once and
-    wait for all of them; on an interrupt or failure the jobs are cancelled (their CPU share is freed)."""
+    wait for all of them; on an interrupt or failure the jobs are cancelled (their CPU share is freed).
+
+    ``speed_cap`` (0 < cap <= 1) caps each job's thread at that fraction of a core for the whole job (its
+    thread link's capacity, restored to one core when the job ends): a job alone then takes ``seconds /
+    speed_cap``, and with the cores oversubscribed the smaller of the cap and its fair share sets its pace.
+    A GPU runs one compute job at a time (its compute resource serialises them), so the cap is the job's."""
     if seconds <= 0.0:
         return
+    if not 0.0 < speed_cap <= 1.0:
+        raise ValueError(f"speed_cap must be in (0, 1], got {speed_cap}")
+    if speed_cap < 1.0:
+        for c in cpus:
+            c.net.set_capacity(c.thread_link, speed_cap * CORE_NS)
     events = [c.net.transfer((c.cpu_link, c.thread_link), seconds * CORE_NS) for c in cpus]
     try:
         if len(events) == 1:
@@ -115,3 +125,7 @@ def compute(cpus: Sequence[HostCPU], seconds: float) -> Generator[simpy.Event, o
         for c, ev in zip(cpus, events):
             c.net.cancel(ev)
         raise
+    finally:
+        if speed_cap < 1.0:
+            for c in cpus:
+                c.net.set_capacity(c.thread_link, CORE_NS)

@@ -32,9 +32,20 @@ time that is prefill.
 
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
 slowing each other, so ``compute_interference_per_job`` must be 0: the scenario loader refuses both; a
-profile's ``concurrency_slowdown`` is the part core sharing does not cover) and the copy term stretches
-each job's work before it enters the core-sharing network: calibration uses this combination on CPU
-virtual devices (cores for compute against compute, the measured copy term for loads).
+profile's ``concurrency_slowdown`` is the part core sharing does not cover, and stretches the job's work)
+and the copies take ``copy_cpu_s_per_byte`` x their byte rate of those cores. The copy term is then a cap
+on the job's thread, ``1 / (1 + beta x GB/s)`` of a core, not a stretch of its work: a job with a core to
+itself runs ``d x (1 + beta x GB/s)`` as above, while on oversubscribed cores its fair share, the smaller,
+sets its pace. Measured on the executor (prefill layer calls during loads in five suite trace sets, two
+to four CPU virtual devices on two cores), one device computing loses 4-5% per GB/s copied, while with
+two to four computing the calls run at ``k / (host_cores - copy cores)`` of their time alone to within
+2-6%; the earlier product of the two terms was right for two devices only. Calibration uses this combination on
+CPU virtual devices (cores for compute against compute and copies, the measured copy term for loads).
+The copy rate counts only the flows over the node's GPU links (the network also carries the host-CPU
+work, in core-ns).
+
+A profile's ``cores_scaling`` (:attr:`ComputeProfile.cores_scaling`) sets the node's host cores to
+``host_cores x`` :meth:`ComputeProfile.cores_factor` of the GPUs computing, whenever a job starts or ends.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from typing import TYPE_CHECKING, Generator, Mapping, Sequence
 
 import simpy
 
-from sim.hostcpu import compute, oversubscription
+from sim.hostcpu import CORE_NS, compute, cpu_link_name, oversubscription
 
 if TYPE_CHECKING:
     from pipeboost.compute_profile import ComputeProfile
@@ -75,57 +86,95 @@ class Interference:
         for g, name in (gpu_links or {}).items():
             net = self.networks[g // gpus_per_node]
             self.node_links[g // gpus_per_node].append((name, net.capacity_bytes_per_s[name]))
+        self._gpu_link_names = [frozenset(name for name, _ in links) for links in self.node_links]
 
     @staticmethod
     def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
         model = profile is not None and (profile.concurrency_slowdown > 0
-                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0)
+                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0
+                                         or (bool(profile.cores_scaling) and params.host_cores is not None))
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
                 or params.copy_interference_per_job > 0 or model)
 
-    def factor(self, g: int, prefill_share: float = 0.0, prefill_tokens: int | None = None) -> float:
-        """``1 + alpha x others computing + model slowdown if any other computes + beta x GB/s copied`` on
-        GPU ``g``'s node, now, for a job whose cost-model time is ``prefill_share`` prefill of
-        ``prefill_tokens`` tokens per call (beta: :meth:`CostParams.copy_term_per_gbps`, weighted by time)."""
-        node = g // self.gpus_per_node
-        others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
-        copy_gbps = self.networks[node].total_rate_bytes_per_s() / 1e9
-        model = self.profile.concurrency_slowdown_for(prefill_share) if others and self.profile else 0.0
+    def copy_gbps(self, node: int) -> float:
+        """GB/s being copied to ``node``'s GPUs now: the flows over their own links (the node's network also
+        carries host-CPU work in core-ns, which is not copied bytes); every flow without ``gpu_links``."""
+        links = self._gpu_link_names[node] if self._gpu_link_names[node] else None
+        return self.networks[node].total_rate_bytes_per_s(links) / 1e9
+
+    def copy_term(self, g: int, prefill_share: float = 0.0, prefill_tokens: int | None = None) -> float:
+        """``beta x GB/s copied`` to GPU ``g``'s node now, for a job whose cost-model time is ``prefill_share``
+        prefill of ``prefill_tokens`` tokens per call (beta: :meth:`CostParams.copy_term_per_gbps`,
+        weighted by time)."""
         per_gbps = self.per_gbps
         if prefill_share > 0.0 and self.params.compute_interference_per_gbps_long is not None:
             per_gbps += prefill_share * (self.params.copy_term_per_gbps(prefill_tokens) - self.per_gbps)
-        return 1.0 + self.per_job * others + model + per_gbps * copy_gbps
+        return per_gbps * self.copy_gbps(g // self.gpus_per_node)
+
+    def work_term(self, g: int, prefill_share: float = 0.0) -> float:
+        """``alpha x others computing + model slowdown if any other computes`` on GPU ``g``'s node now."""
+        node = g // self.gpus_per_node
+        others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
+        model = self.profile.concurrency_slowdown_for(prefill_share) if others and self.profile else 0.0
+        return self.per_job * others + model
+
+    def factor(self, g: int, prefill_share: float = 0.0, prefill_tokens: int | None = None) -> float:
+        """``1 + alpha x others computing + model slowdown if any other computes + beta x GB/s copied`` on
+        GPU ``g``'s node, now (:meth:`work_term`, :meth:`copy_term`): a job's stretch without host cores."""
+        return 1.0 + self.work_term(g, prefill_share) + self.copy_term(g, prefill_share, prefill_tokens)
 
     def compute(self, gpus: Sequence[int], seconds: float, host_cpus: Sequence["HostCPU"] | None = None,
                 prefill_share: float = 0.0, prefill_tokens: int | None = None) -> Generator[simpy.Event, object, None]:
-        """A compute job of ``seconds`` (cost model, ``prefill_share`` of it prefill) on ``gpus`` at once,
-        stretched by the largest factor; on the host cores of ``host_cpus`` (per GPU) when they are
-        modelled, else a timeout."""
+        """A compute job of ``seconds`` (cost model, ``prefill_share`` of it prefill) on ``gpus`` at once.
+
+        Without ``host_cpus`` a timeout of ``seconds`` times the largest :meth:`factor`. On the host cores of
+        ``host_cpus`` (per GPU) the work is ``seconds x (1 + largest work term)`` and the copy term caps the
+        job's thread at ``1 / (1 + largest copy term)`` of a core (:func:`sim.hostcpu.compute`): the loaders
+        slow a thread that has a core to itself, and where the cores are oversubscribed (the copies' own
+        CPU, ``copy_cpu_s_per_byte``, included) the fair share is the smaller and sets the pace."""
         if seconds <= 0.0:
             return
-        stretch = max(self.factor(g, prefill_share, prefill_tokens) for g in gpus)
         nodes = {g // self.gpus_per_node for g in gpus}
+        if host_cpus is None:
+            stretch, cap = max(self.factor(g, prefill_share, prefill_tokens) for g in gpus), 1.0
+        else:
+            stretch = 1.0 + max(self.work_term(g, prefill_share) for g in gpus)
+            cap = 1.0 / (1.0 + max(self.copy_term(g, prefill_share, prefill_tokens) for g in gpus))
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]
             jobs[g] = jobs.get(g, 0) + 1
-        self._slow_copies(nodes)
+        self._update_nodes(nodes)
         try:
             if host_cpus is None:
                 yield self.env.timeout(seconds * stretch)
             else:
-                yield from compute([host_cpus[g] for g in gpus], seconds * stretch)
+                yield from compute([host_cpus[g] for g in gpus], seconds * stretch, speed_cap=cap)
         finally:
             for g in gpus:
                 self.computing[g // self.gpus_per_node][g] -= 1
-            self._slow_copies(nodes)
+            self._update_nodes(nodes)
 
-    def _slow_copies(self, nodes: set[int]) -> None:
-        """Set the GPU links of ``nodes`` to capacity / (1 + gamma x GPUs computing there x their cores'
-        oversubscription ``max(1, computing / host_cores)``, 1 without host cores)."""
-        if self.copy_per_job <= 0:
-            return
+    def _update_nodes(self, nodes: set[int]) -> None:
+        """After a job started or ended on ``nodes``: their host cores (:meth:`_scale_cores`) and GPU links
+        (:meth:`_slow_copies`) follow the GPUs computing there."""
         for node in nodes:
             busy = sum(1 for jobs in self.computing[node].values() if jobs)
-            slowdown = self.copy_per_job * busy * oversubscription(busy, self.host_cores)
-            for name, nominal in self.node_links[node]:
-                self.networks[node].set_capacity(name, nominal / (1.0 + slowdown))
+            self._scale_cores(node, busy)
+            self._slow_copies(node, busy)
+
+    def _scale_cores(self, node: int, busy: int) -> None:
+        """With host cores and a profile's ``cores_scaling``: the node's host-CPU link carries
+        ``max(1, host_cores x cores_factor(busy))`` cores (:meth:`ComputeProfile.cores_factor`)."""
+        if not self.host_cores or self.profile is None or not self.profile.cores_scaling:
+            return
+        cores = max(1.0, self.host_cores * self.profile.cores_factor(max(busy, 1)))
+        self.networks[node].set_capacity(cpu_link_name(node), cores * CORE_NS)
+
+    def _slow_copies(self, node: int, busy: int) -> None:
+        """Set the GPU links of ``node`` to capacity / (1 + gamma x ``busy`` GPUs computing there x their
+        cores' oversubscription ``max(1, busy / host_cores)``, 1 without host cores)."""
+        if self.copy_per_job <= 0:
+            return
+        slowdown = self.copy_per_job * busy * oversubscription(busy, self.host_cores)
+        for name, nominal in self.node_links[node]:
+            self.networks[node].set_capacity(name, nominal / (1.0 + slowdown))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import AbstractSet, Iterable, Mapping
 
 import simpy
 
@@ -140,9 +140,13 @@ class FluidNetwork:
         self.capacity_bytes_per_s[link] = capacity_bytes_per_s
         self._reschedule()
 
-    def total_rate_bytes_per_s(self) -> float:
-        """Sum of the current rates of the flows in progress (units per second)."""
-        return sum(f.rate_bytes_per_s for f in self._flows.values())
+    def total_rate_bytes_per_s(self, links: AbstractSet[str] | None = None) -> float:
+        """Sum of the current rates of the flows in progress (units per second); with ``links``, of the flows
+        that cross at least one of them only (a network that also carries host-CPU work, in core-ns, counts
+        its copies by their PCIe links)."""
+        if links is None:
+            return sum(f.rate_bytes_per_s for f in self._flows.values())
+        return sum(f.rate_bytes_per_s for f in self._flows.values() if not links.isdisjoint(f.links))
 
     def transfer(self, links: tuple[str, ...], nbytes: float, latency_s: float = 0.0,
                  weights: tuple[float, ...] | None = None, scale: float = 1.0) -> simpy.Event:

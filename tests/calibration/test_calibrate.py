@@ -43,7 +43,8 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     params = load_params_file(params_path)
     prov = params.provenance
     assert 1.0 <= params.host_cores <= 2.0  # two virtual devices: between one and two cores' worth
-    assert params.copy_cpu_s_per_byte == 0.0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
+    # the loaders' CPU per byte, measured, is charged on the host cores (one pass: its own value)
+    assert params.copy_cpu_s_per_byte == prov["copy_cpu_s_per_byte"] > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
     per_gbps, calls = prov["load_interference_per_gbps_calls"]
     assert calls >= 1 and params.compute_interference_per_gbps == per_gbps >= 0
     assert params.compute_interference_per_job == 0.0

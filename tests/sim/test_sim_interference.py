@@ -247,3 +247,108 @@ def test_prefill_and_decode_pay_their_own_concurrency_slowdown():
     assert max(d / d0 for d, d0 in zip(dec, dec0)) == pytest.approx(1.5, **EXACT)
     pre_same, _ = durations(None, 0.5)  # unset: the decode value for both
     assert max(d / d0 for d, d0 in zip(pre_same, pre0)) == pytest.approx(1.5, **EXACT)
+
+
+def _host_node(params, gpus: int = 2, profile=None):
+    """One node with host cores: a 1 GiB/s link per GPU plus the CPU links, and its Interference."""
+    import simpy
+
+    from sim.hostcpu import cpu_capacities, host_cpu
+    from sim.interference import Interference
+    from sim.network import FluidNetwork
+
+    env = simpy.Environment()
+    caps = {f"link{g}": 2.0**30 for g in range(gpus)}
+    caps.update(cpu_capacities(params, 0, range(gpus)))
+    net = FluidNetwork(env, caps)
+    cpus = [host_cpu(params, net, 0, g) for g in range(gpus)]
+    it = Interference(env, params, gpus, [net], {g: f"link{g}" for g in range(gpus)}, profile)
+    return env, net, cpus, it
+
+
+def _run_jobs(env, it, cpus, starts: dict[int, float], seconds: float = 1.0) -> dict[int, float]:
+    ends: dict[int, float] = {}
+
+    def job(g, start):
+        yield env.timeout(start)
+        yield from it.compute((g,), seconds, cpus)
+        ends[g] = env.now
+    for g, start in starts.items():
+        env.process(job(g, start))
+    env.run()
+    return ends
+
+
+def test_compute_on_host_cores_is_not_counted_as_bytes_copied():
+    """The node's network carries the compute jobs' core-ns too: only flows over the GPUs' links are copies,
+    so a job starting while another computes (and nothing is copied) gets no copy term: both end at 1 s
+    on two cores (counted as 1 GB/s, the second job took 1.05 s)."""
+    from pipeboost.costs import CostParams
+
+    env, net, cpus, it = _host_node(CostParams(host_cores=2.0, compute_interference_per_gbps=0.05))
+    ends = _run_jobs(env, it, cpus, {0: 0.0, 1: 0.5})
+    assert ends == {0: 1.0, 1: 1.5}
+    assert it.copy_gbps(0) == 0.0
+
+
+def test_the_copy_term_caps_a_thread_that_has_a_core_to_itself():
+    """beta = 0.25 per GB/s, a 1 GiB/s copy: a job alone on two cores runs at 1 / (1 + 0.25 x 1.074) of a
+    core, so it takes 1.268 s; the thread link is back to one core afterwards."""
+    from pipeboost.costs import CostParams
+    from sim.hostcpu import CORE_NS
+
+    env, net, cpus, it = _host_node(CostParams(host_cores=2.0, compute_interference_per_gbps=0.25))
+    net.transfer(("link0",), 2.0**32)
+    ends = _run_jobs(env, it, cpus, {1: 0.0})
+    assert ends[1] == pytest.approx(1.0 + 0.25 * 2.0**30 / 1e9, rel=1e-12)
+    assert net.capacity_bytes_per_s[cpus[1].thread_link] == CORE_NS
+
+
+def test_with_the_cores_oversubscribed_the_fair_share_not_the_copy_term_sets_the_pace():
+    """Two jobs on one core during a copy: each thread's fair share, half a core, is below the copy term's
+    cap (1 / 1.268), so both take 2 s, as without the copy; the copy term does not stretch them further."""
+    from pipeboost.costs import CostParams
+
+    env, net, cpus, it = _host_node(CostParams(host_cores=1.0, compute_interference_per_gbps=0.25))
+    net.transfer(("link0",), 2.0**34)
+    assert _run_jobs(env, it, cpus, {0: 0.0, 1: 0.0}) == {0: pytest.approx(2.0), 1: pytest.approx(2.0)}
+
+
+def test_copies_take_host_cores_from_compute_when_copy_cpu_is_modelled():
+    """``copy_cpu_s_per_byte``: a copy at 1 GiB/s needing 0.5 core leaves 1.5 of two cores to three jobs:
+    each runs at 0.5 core (2 s); the copy keeps its rate (its 0.5 core is below its fair share)."""
+    from pipeboost.costs import CostParams
+    from sim.hostcpu import CORE_NS
+
+    params = CostParams(host_cores=2.0, copy_cpu_s_per_byte=0.5 / 2.0**30)
+    env, net, cpus, it = _host_node(params, gpus=3)
+    links, extra = cpus[0].copy_links(("link0",))
+    done = net.transfer(links, 2.0**32, 0.0, **extra)
+    ends = _run_jobs(env, it, cpus, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert ends == {g: pytest.approx(2.0, rel=1e-6) for g in range(3)}
+    assert net.capacity_bytes_per_s[cpus[0].cpu_link] == 2.0 * CORE_NS
+    assert done.triggered
+
+
+def test_a_profile_cores_scaling_shrinks_the_host_cores_with_more_threads():
+    """host_cores 2 and cores_scaling [[2, 1], [4, 0.75]]: four jobs share 1.5 cores (8/3 s each); two share
+    two (1 s each); with three the factor is 0.875 (1.75 cores: 12/7 s); afterwards the link is back to 2."""
+    from pipeboost.costs import CostParams
+    from sim.hostcpu import CORE_NS
+    from sim_scenarios import tiny_scenario
+
+    base = tiny_scenario("pipeboost", gpus=1, cold_start_gpus=1)
+    profile = replace(_toy_profile(base), cores_scaling=((2, 1.0), (4, 0.75)))
+    assert [profile.cores_factor(t) for t in (1, 2, 3, 4, 8)] == [1.0, 1.0, 0.875, 0.75, 0.75]
+    for jobs, expected in ((4, 4 / 1.5), (3, 3 / 1.75), (2, 1.0)):
+        env, net, cpus, it = _host_node(CostParams(host_cores=2.0), gpus=4, profile=profile)
+        ends = _run_jobs(env, it, cpus, {g: 0.0 for g in range(jobs)})
+        assert ends == {g: pytest.approx(expected, rel=1e-9) for g in range(jobs)}
+        assert net.capacity_bytes_per_s[cpus[0].cpu_link] == pytest.approx(2.0 * CORE_NS)
+
+
+def _toy_profile(sc):
+    from pipeboost.compute_profile import ComputeProfile, KindProfile, shape_key
+
+    kind = KindProfile((1, 64), (1e-3, 2e-3), (1, 2), (1e-3, 1.5e-3), 0.0)
+    return ComputeProfile(shape_key(sc.model), kind, kind, kind)
