@@ -1,14 +1,21 @@
-"""Re-derive ``copy_interference_per_job`` of calibrated files with the current estimator, from their passes.
+"""Re-derive parameters of calibrated files for a newer simulator, from what the files themselves hold.
 
-Until session 5, :func:`calibration.bench_host.copy_interference_per_job` divided the loaders' slowdown by
-the devices computing only; the simulator now multiplies that count by the cores' oversubscription
-``max(1, computing / host_cores)`` (:mod:`sim.interference`), and the estimator divides it out. A pass's
-coefficient and ``host_cores`` are both kept in the provenance (``pass_values``), so an older file's value
-is re-derived exactly: ``gamma_i / max(1, n / host_cores_i)`` per pass ``i`` (``n``: the devices it
-computed on), then the passes' median, as :func:`calibration.passes.median_params` merges them. Files
-already re-derived (``provenance.copy_interference_rederived``) are left as they are.
+Two terms, each named with ``--term`` (a file that has been re-derived for a term is left as it is):
 
-``python -m calibration.rederive --out-dir DIR IN...`` writes each re-derived file under ``DIR``.
+* ``copy_interference``: until session 5, :func:`calibration.bench_host.copy_interference_per_job` divided
+  the loaders' slowdown by the devices computing only; the simulator now multiplies that count by the
+  cores' oversubscription ``max(1, computing / host_cores)`` (:mod:`sim.interference`), and the estimator
+  divides it out. A pass's coefficient and ``host_cores`` are both kept in the provenance
+  (``pass_values``), so an older file's value is re-derived exactly: ``gamma_i / max(1, n / host_cores_i)``
+  per pass ``i`` (``n``: the devices it computed on), then the passes' median, as
+  :func:`calibration.passes.median_params` merges them. Only for files calibrated before session 5.
+* ``copy_cpu``: until session 6, calibration measured the loaders' CPU per byte copied
+  (``provenance.copy_cpu_s_per_byte``, the first pass's) but wrote ``copy_cpu_s_per_byte: 0``; the
+  simulator now charges it on the host cores (:mod:`sim.hostcpu`), so a file with host cores and 0 takes
+  the measured value.
+
+``python -m calibration.rederive --term copy_cpu [--term copy_interference] --out-dir DIR IN...`` writes
+each re-derived file under ``DIR``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pipeboost.errors import PipeBoostError
 from sim.hostcpu import oversubscription
 
 MARK = "copy_interference_rederived"
+COPY_CPU_MARK = "copy_cpu_rederived"
 
 
 def devices_computed_on(params: CostParams, source: str) -> int:
@@ -50,8 +58,24 @@ def rederive_copy_interference(params: CostParams, source: str = "params") -> Co
     return params.with_(copy_interference_per_job=float(statistics.median(per_pass)), provenance=provenance)
 
 
+def rederive_copy_cpu(params: CostParams, source: str = "params") -> CostParams:
+    """``params`` with ``copy_cpu_s_per_byte`` from its provenance when it has host cores and 0 (module
+    docstring); unchanged otherwise."""
+    if params.provenance.get(COPY_CPU_MARK) or params.host_cores is None or params.copy_cpu_s_per_byte > 0:
+        return params
+    value = params.provenance.get("copy_cpu_s_per_byte")
+    if value is None:
+        raise PipeBoostError(f"{source}: provenance.copy_cpu_s_per_byte is missing; re-derive only files written "
+                             "by pipeboost calibrate on CPU virtual devices")
+    return params.with_(copy_cpu_s_per_byte=float(value), provenance={**params.provenance, COPY_CPU_MARK: True})
+
+
+TERMS = {"copy_interference": (rederive_copy_interference, "copy_interference_per_job"),
+         "copy_cpu": (rederive_copy_cpu, "copy_cpu_s_per_byte")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m calibration.rederive --out-dir DIR IN...``: re-derive each file's copy interference."""
+    """``python -m calibration.rederive --term T [--term T] --out-dir DIR IN...``: re-derive each file."""
     import argparse
     import sys
     from pathlib import Path
@@ -59,18 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeboost.scenario import load_params_file, save_params_file
 
     parser = argparse.ArgumentParser(prog="python -m calibration.rederive", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--term", action="append", required=True, choices=sorted(TERMS),
+                        help="the term to re-derive (repeat for both)")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     try:
         for name in args.files:
-            old = load_params_file(name)
-            new = rederive_copy_interference(old, name)
+            old = new = load_params_file(name)
+            for term in args.term:
+                new = TERMS[term][0](new, name)
             out = Path(args.out_dir) / Path(name).name
             save_params_file(new, out)
-            print(f"wrote {out}: copy_interference_per_job {old.copy_interference_per_job:.4g} -> "
-                  f"{new.copy_interference_per_job:.4g}")
+            changes = ", ".join(f"{TERMS[t][1]} {getattr(old, TERMS[t][1]):.4g} -> {getattr(new, TERMS[t][1]):.4g}"
+                                for t in args.term)
+            print(f"wrote {out}: {changes}")
     except PipeBoostError as exc:
         print(f"pipeboost: error: {exc}", file=sys.stderr)
         return 2
