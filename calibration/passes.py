@@ -10,8 +10,7 @@ phases; :func:`median_params` takes, field by field, the median over the passes:
   ``link_bandwidth_overrides_bytes_per_s`` present in every pass;
 * each compute profile (matched by shape key): per unit kind, the prefill table on the token counts every
   pass measured and the decode table on the common batches, entry by entry, and the per-token decode
-  cost, runtime overhead and concurrency slowdown, and the cores scaling (each thread count's factor: the
-  median of the passes that measured one);
+  cost, runtime overhead and concurrency slowdown;
 * provenance: the first pass's, plus ``passes`` (how many) and ``pass_values`` (each pass's scalar fields).
 """
 
@@ -47,14 +46,6 @@ def _merge_kind(kinds: Sequence[KindProfile]) -> KindProfile:
     return KindProfile(tokens, prefill, batches, decode, float(statistics.median(k.decode_context_s for k in kinds)))
 
 
-def _merge_cores_scaling(profiles: Sequence[ComputeProfile]) -> tuple[tuple[int, float], ...]:
-    """The thread counts of the profiles that measured a scaling, each factor the median of those that have
-    it (files from before the field have none: they do not count)."""
-    measured = [dict(p.cores_scaling) for p in profiles if p.cores_scaling]
-    threads = sorted({t for m in measured for t in m})
-    return tuple((t, float(statistics.median(m[t] for m in measured if t in m))) for t in threads)
-
-
 def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
     """Profiles of one shape merged (see the module docstring); ``info`` is the first's plus ``passes``."""
     merged = {kind: _merge_kind([p.kind(kind) for p in profiles]) for kind in UNIT_KINDS}
@@ -62,7 +53,6 @@ def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
                                runtime_overhead_s=float(statistics.median(p.runtime_overhead_s for p in profiles)),
                                concurrency_slowdown=float(statistics.median(p.concurrency_slowdown for p in profiles)),
                                prefill_concurrency_slowdown=_median([p.prefill_concurrency_slowdown for p in profiles]),
-                               cores_scaling=_merge_cores_scaling(profiles),
                                info={**profiles[0].info, "passes": len(profiles),
                                      "pass_in_run_factors": [p.info.get("in_run_factors") for p in profiles]})
 

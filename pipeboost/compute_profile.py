@@ -141,13 +141,6 @@ class ComputeProfile:
     :attr:`prefill_concurrency_slowdown` is set."""
     prefill_concurrency_slowdown: float | None = None
     """The same for prefill units; None: :attr:`concurrency_slowdown`."""
-    cores_scaling: tuple[tuple[int, float], ...] = ()
-    """``(threads, factor)`` pairs, threads ascending: this shape's effective host cores with that many
-    compute threads over its effective cores with the first pair's threads (the count
-    ``CostParams.host_cores`` was measured with, factor 1). With more threads the cores deliver less on CPU
-    virtual devices (the workers contend for the interpreter and the caches; a thin model more): the
-    simulator gives the node's host cores ``host_cores x`` :meth:`cores_factor` of the threads computing
-    (:mod:`sim.interference`). Empty: 1 whatever the threads."""
 
     def concurrency_slowdown_for(self, prefill_share: float) -> float:
         """The concurrency slowdown of a job whose cost-model time is ``prefill_share`` (0..1) prefill and
@@ -155,18 +148,6 @@ class ComputeProfile:
         prefill = self.concurrency_slowdown if self.prefill_concurrency_slowdown is None \
             else self.prefill_concurrency_slowdown
         return prefill_share * prefill + (1.0 - prefill_share) * self.concurrency_slowdown
-
-    def cores_factor(self, threads: int) -> float:
-        """:attr:`cores_scaling` at ``threads`` compute threads: 1 up to the first pair's threads, linear
-        between pairs, the last pair's factor beyond it (1 without pairs)."""
-        pairs = self.cores_scaling
-        if not pairs or threads <= pairs[0][0]:
-            return 1.0
-        if threads >= pairs[-1][0]:
-            return pairs[-1][1]
-        i = bisect.bisect_right([t for t, _ in pairs], threads)
-        (t0, f0), (t1, f1) = pairs[i - 1], pairs[i]
-        return f0 + (f1 - f0) * (threads - t0) / (t1 - t0)
 
     def kind(self, name: str) -> KindProfile:
         return {"embed": self.embed, "layer": self.layer, "head": self.head}[name]
@@ -187,17 +168,15 @@ class ComputeProfile:
                 "concurrency_slowdown": self.concurrency_slowdown,
                 **({} if self.prefill_concurrency_slowdown is None
                    else {"prefill_concurrency_slowdown": self.prefill_concurrency_slowdown}),
-                **({"cores_scaling": [[t, f] for t, f in self.cores_scaling]} if self.cores_scaling else {}),
                 **{k: self.kind(k).to_dict() for k in UNIT_KINDS}, "info": dict(self.info)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComputeProfile":
         unknown = set(data) - {"shape", "runtime_overhead_s", "concurrency_slowdown",
-                               "prefill_concurrency_slowdown", "cores_scaling", "info", *UNIT_KINDS}
+                               "prefill_concurrency_slowdown", "info", *UNIT_KINDS}
         if unknown:
             raise ProfileError(f"unknown keys {sorted(unknown)}; valid: shape, runtime_overhead_s, "
-                               f"concurrency_slowdown, prefill_concurrency_slowdown, cores_scaling, info, "
-                               f"{', '.join(UNIT_KINDS)}")
+                               f"concurrency_slowdown, prefill_concurrency_slowdown, info, {', '.join(UNIT_KINDS)}")
         if not isinstance(data.get("shape"), str):
             raise ProfileError("needs shape: a string such as 'opt:h768:f3072:a12/12:v50272:float32'")
         kinds = {}
@@ -221,23 +200,7 @@ class ComputeProfile:
                 raise ProfileError(f"{key} must not be negative, got {numbers[key]}")
         return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], numbers["runtime_overhead_s"],
                    dict(data.get("info") or {}), numbers["concurrency_slowdown"],
-                   numbers["prefill_concurrency_slowdown"], _cores_scaling(data.get("cores_scaling")))
-
-
-def _cores_scaling(value: Any) -> tuple[tuple[int, float], ...]:
-    """``cores_scaling`` of a profile mapping: ``[[threads, factor], ...]``, threads ascending integers >= 1,
-    factors positive (absent or empty: no scaling)."""
-    if not value:
-        return ()
-    hint = "give [[threads, factor], ...] with threads ascending integers >= 1 and factors > 0, e.g. [[2, 1.0], [4, 0.9]]"
-    try:
-        pairs = tuple((int(t), float(f)) for t, f in value)
-    except (TypeError, ValueError):
-        raise ProfileError(f"cores_scaling is {value!r}: {hint}") from None
-    threads = [t for t, _ in pairs]
-    if any(t < 1 for t in threads) or threads != sorted(set(threads)) or any(f <= 0 for _, f in pairs):
-        raise ProfileError(f"cores_scaling is {value!r}: {hint}")
-    return pairs
+                   numbers["prefill_concurrency_slowdown"])
 
 
 def find_profile(profiles: Sequence[ComputeProfile], model: ModelSpec) -> ComputeProfile | None:

@@ -43,9 +43,6 @@ two to four computing the calls run at ``k / (host_cores - copy cores)`` of thei
 CPU virtual devices (cores for compute against compute and copies, the measured copy term for loads).
 The copy rate counts only the flows over the node's GPU links (the network also carries the host-CPU
 work, in core-ns).
-
-A profile's ``cores_scaling`` (:attr:`ComputeProfile.cores_scaling`) sets the node's host cores to
-``host_cores x`` :meth:`ComputeProfile.cores_factor` of the GPUs computing, whenever a job starts or ends.
 """
 
 from __future__ import annotations
@@ -54,7 +51,7 @@ from typing import TYPE_CHECKING, Generator, Mapping, Sequence
 
 import simpy
 
-from sim.hostcpu import CORE_NS, compute, cpu_link_name, oversubscription
+from sim.hostcpu import compute, oversubscription
 
 if TYPE_CHECKING:
     from pipeboost.compute_profile import ComputeProfile
@@ -91,8 +88,7 @@ class Interference:
     @staticmethod
     def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
         model = profile is not None and (profile.concurrency_slowdown > 0
-                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0
-                                         or (bool(profile.cores_scaling) and params.host_cores is not None))
+                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0)
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
                 or params.copy_interference_per_job > 0 or model)
 
@@ -155,20 +151,10 @@ class Interference:
             self._update_nodes(nodes)
 
     def _update_nodes(self, nodes: set[int]) -> None:
-        """After a job started or ended on ``nodes``: their host cores (:meth:`_scale_cores`) and GPU links
-        (:meth:`_slow_copies`) follow the GPUs computing there."""
+        """After a job started or ended on ``nodes``: their GPU links follow the GPUs computing there
+        (:meth:`_slow_copies`)."""
         for node in nodes:
-            busy = sum(1 for jobs in self.computing[node].values() if jobs)
-            self._scale_cores(node, busy)
-            self._slow_copies(node, busy)
-
-    def _scale_cores(self, node: int, busy: int) -> None:
-        """With host cores and a profile's ``cores_scaling``: the node's host-CPU link carries
-        ``max(1, host_cores x cores_factor(busy))`` cores (:meth:`ComputeProfile.cores_factor`)."""
-        if not self.host_cores or self.profile is None or not self.profile.cores_scaling:
-            return
-        cores = max(1.0, self.host_cores * self.profile.cores_factor(max(busy, 1)))
-        self.networks[node].set_capacity(cpu_link_name(node), cores * CORE_NS)
+            self._slow_copies(node, sum(1 for jobs in self.computing[node].values() if jobs))
 
     def _slow_copies(self, node: int, busy: int) -> None:
         """Set the GPU links of ``node`` to capacity / (1 + gamma x ``busy`` GPUs computing there x their

@@ -117,14 +117,3 @@ def test_the_prefill_concurrency_slowdown_is_its_own_value_or_the_decode_one():
     assert split.concurrency_slowdown_for(0.5) == pytest.approx(0.12)
     with pytest.raises(ProfileError, match="prefill_concurrency_slowdown must not be negative, got -1.0"):
         ComputeProfile.from_dict({**split.to_dict(), "prefill_concurrency_slowdown": -1})
-
-
-def test_cores_scaling_round_trips_interpolates_and_bad_pairs_are_named():
-    profile = dataclasses.replace(_profile(), cores_scaling=((2, 1.0), (3, 0.9), (5, 0.8)))
-    assert ComputeProfile.from_dict(profile.to_dict()) == profile
-    assert "cores_scaling" not in _profile().to_dict() and _profile().cores_factor(8) == 1.0
-    assert [profile.cores_factor(t) for t in (1, 2, 3, 4, 5, 9)] == pytest.approx([1.0, 1.0, 0.9, 0.85, 0.8, 0.8])
-    for bad in ([[3, 1.0], [2, 0.9]], [[2, 1.0], [2, 0.9]], [[0, 1.0]], [[2, 1.0], [3, 0.0]], [[2]], "fast"):
-        with pytest.raises(ProfileError, match=r"cores_scaling is .*: give \[\[threads, factor\], \.\.\.\] with "
-                                               r"threads ascending"):
-            ComputeProfile.from_dict({**profile.to_dict(), "cores_scaling": bad})

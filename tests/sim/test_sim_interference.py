@@ -249,7 +249,7 @@ def test_prefill_and_decode_pay_their_own_concurrency_slowdown():
     assert max(d / d0 for d, d0 in zip(pre_same, pre0)) == pytest.approx(1.5, **EXACT)
 
 
-def _host_node(params, gpus: int = 2, profile=None):
+def _host_node(params, gpus: int = 2):
     """One node with host cores: a 1 GiB/s link per GPU plus the CPU links, and its Interference."""
     import simpy
 
@@ -262,7 +262,7 @@ def _host_node(params, gpus: int = 2, profile=None):
     caps.update(cpu_capacities(params, 0, range(gpus)))
     net = FluidNetwork(env, caps)
     cpus = [host_cpu(params, net, 0, g) for g in range(gpus)]
-    it = Interference(env, params, gpus, [net], {g: f"link{g}" for g in range(gpus)}, profile)
+    it = Interference(env, params, gpus, [net], {g: f"link{g}" for g in range(gpus)})
     return env, net, cpus, it
 
 
@@ -328,27 +328,3 @@ def test_copies_take_host_cores_from_compute_when_copy_cpu_is_modelled():
     assert ends == {g: pytest.approx(2.0, rel=1e-6) for g in range(3)}
     assert net.capacity_bytes_per_s[cpus[0].cpu_link] == 2.0 * CORE_NS
     assert done.triggered
-
-
-def test_a_profile_cores_scaling_shrinks_the_host_cores_with_more_threads():
-    """host_cores 2 and cores_scaling [[2, 1], [4, 0.75]]: four jobs share 1.5 cores (8/3 s each); two share
-    two (1 s each); with three the factor is 0.875 (1.75 cores: 12/7 s); afterwards the link is back to 2."""
-    from pipeboost.costs import CostParams
-    from sim.hostcpu import CORE_NS
-    from sim_scenarios import tiny_scenario
-
-    base = tiny_scenario("pipeboost", gpus=1, cold_start_gpus=1)
-    profile = replace(_toy_profile(base), cores_scaling=((2, 1.0), (4, 0.75)))
-    assert [profile.cores_factor(t) for t in (1, 2, 3, 4, 8)] == [1.0, 1.0, 0.875, 0.75, 0.75]
-    for jobs, expected in ((4, 4 / 1.5), (3, 3 / 1.75), (2, 1.0)):
-        env, net, cpus, it = _host_node(CostParams(host_cores=2.0), gpus=4, profile=profile)
-        ends = _run_jobs(env, it, cpus, {g: 0.0 for g in range(jobs)})
-        assert ends == {g: pytest.approx(expected, rel=1e-9) for g in range(jobs)}
-        assert net.capacity_bytes_per_s[cpus[0].cpu_link] == pytest.approx(2.0 * CORE_NS)
-
-
-def _toy_profile(sc):
-    from pipeboost.compute_profile import ComputeProfile, KindProfile, shape_key
-
-    kind = KindProfile((1, 64), (1e-3, 2e-3), (1, 2), (1e-3, 1.5e-3), 0.0)
-    return ComputeProfile(shape_key(sc.model), kind, kind, kind)
