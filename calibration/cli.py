@@ -31,7 +31,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for key in ("link_efficiency", "transfer_latency_s", "compute_efficiency", "memory_efficiency",
                 "unit_overhead_s", "hop_latency_s", "hop_bandwidth_bytes_per_s", "startup_s", "dispatch_s",
                 "handoff_s", "step_start_s", "unit_wake_s", "host_cores", "compute_interference_per_gbps",
-                "compute_interference_per_gbps_long", "copy_interference_per_job", "unit_load_cpu_s"):
+                "compute_interference_per_gbps_long", "copy_interference_per_job", "copy_cpu_s_per_byte",
+                "unit_load_cpu_s"):
         value = getattr(params, key)
         print(f"  {key:34s} {'-' if value is None else format(value, '.4g')}")
     for name, value in params.link_bandwidth_overrides_bytes_per_s.items():
