@@ -31,7 +31,9 @@ def variants(params: CostParams) -> dict[str, CostParams]:
         "calibrated (all terms)": params,
         "no compute profiles (roofline fit)": params.with_(compute_profiles=()),
         "no runtime latencies": params.with_(dispatch_s=0.0, handoff_s=0.0, step_start_s=0.0, unit_wake_s=0.0),
-        "no compute slowed by copies": params.with_(compute_interference_per_gbps=0.0),
+        "no compute slowed by copies": params.with_(compute_interference_per_gbps=0.0,
+                                                    compute_interference_per_gbps_long=None),
+        "no copies' CPU on the host cores": params.with_(copy_cpu_s_per_byte=0.0),
         "no copies slowed by compute": params.with_(copy_interference_per_job=0.0),
         "no shared host cores": params.with_(host_cores=None),
         "no per-model concurrency slowdown": params.with_(compute_profiles=tuple(
