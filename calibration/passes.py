@@ -92,10 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m calibration.passes --out OUT IN1 IN2 ...``: merge calibrated params files of one machine
     (each already the median of its own passes) by :func:`median_params`, to pool several calibrations."""
     import argparse
-    import sys
     from pathlib import Path
 
-    from pipeboost.errors import PipeBoostError
+    from pipeboost.errors import PipeBoostError, report_error
     from pipeboost.scenario import load_params_file, save_params_file
 
     parser = argparse.ArgumentParser(prog="python -m calibration.passes", description=main.__doc__.splitlines()[0])
@@ -108,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_params_file(params, Path(args.out))
         load_params_file(args.out)
     except PipeBoostError as exc:
-        print(f"pipeboost: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"wrote {args.out}: the median of {len(args.files)} params files")
     return 0
 

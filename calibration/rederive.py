@@ -24,7 +24,7 @@ import statistics
 from typing import Sequence
 
 from pipeboost.costs import CostParams
-from pipeboost.errors import PipeBoostError
+from pipeboost.errors import PipeBoostError, report_error
 from sim.hostcpu import oversubscription
 
 MARK = "copy_interference_rederived"
@@ -77,7 +77,6 @@ TERMS = {"copy_interference": (rederive_copy_interference, "copy_interference_pe
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m calibration.rederive --term T [--term T] --out-dir DIR IN...``: re-derive each file."""
     import argparse
-    import sys
     from pathlib import Path
 
     from pipeboost.scenario import load_params_file, save_params_file
@@ -100,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 for t in args.term)
             print(f"wrote {out}: {changes}")
     except PipeBoostError as exc:
-        print(f"pipeboost: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     return 0
 
 

@@ -28,7 +28,7 @@ from calibration.align import ALL_COMPONENTS
 from calibration.repeats import repeat_traces
 from calibration.validate import ValidationResult, error_stats, row_stats, validate_scenario
 from pipeboost.costs import CostParams
-from pipeboost.errors import PipeBoostError
+from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.metrics import request_metrics
 from pipeboost.policies import build_plan
 from pipeboost.scenario import load_params_file, load_scenario
@@ -257,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_suite_command(Path(args.dir), load_params_file(args.params), args.threshold, args.out,
                                  args.quick, args.reuse_executor, args.repeats)
     except PipeBoostError as exc:
-        print(f"pipeboost: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeboost.errors import PipeBoostError
+from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.report import format_plan_report, format_summary
 from pipeboost.scenario import load_scenario
 
@@ -125,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipeBoostError as exc:
         if args.debug:
             raise
-        print(f"pipeboost: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except KeyboardInterrupt:
         print("pipeboost: interrupted", file=sys.stderr)
         return 130

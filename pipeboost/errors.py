@@ -11,6 +11,19 @@ class PipeBoostError(Exception):
     """Base class of every error PipeBoost raises on purpose."""
 
 
+EXIT_USAGE = 2
+"""Exit status of a command refused for bad input (as argparse's)."""
+
+
+def report_error(exc: PipeBoostError) -> int:
+    """Print ``pipeboost: error: MESSAGE`` to stderr (no traceback) and return :data:`EXIT_USAGE`: how every
+    command line tool ends on a :class:`PipeBoostError`."""
+    import sys
+
+    print(f"pipeboost: error: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 class ScenarioError(PipeBoostError):
     """A scenario document (YAML or dict) is malformed or describes something impossible.
 

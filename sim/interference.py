@@ -39,8 +39,9 @@ itself runs ``d x (1 + beta x GB/s)`` as above, while on oversubscribed cores it
 sets its pace. Measured on the executor (prefill layer calls during loads in five suite trace sets, two
 to four CPU virtual devices on two cores), one device computing loses 4-5% per GB/s copied, while with
 two to four computing the calls run at ``k / (host_cores - copy cores)`` of their time alone to within
-2-6%; the earlier product of the two terms was right for two devices only. Calibration uses this combination on
-CPU virtual devices (cores for compute against compute and copies, the measured copy term for loads).
+2-6%; the earlier product of the two terms was right for two devices only. Calibration uses this
+combination on CPU virtual devices (cores for compute against compute and copies, the measured copy term
+for loads).
 The copy rate counts only the flows over the node's GPU links (the network also carries the host-CPU
 work, in core-ns).
 """
@@ -139,7 +140,7 @@ class Interference:
         for g in gpus:
             jobs = self.computing[g // self.gpus_per_node]
             jobs[g] = jobs.get(g, 0) + 1
-        self._update_nodes(nodes)
+        self._slow_copies(nodes)
         try:
             if host_cpus is None:
                 yield self.env.timeout(seconds * stretch)
@@ -148,19 +149,15 @@ class Interference:
         finally:
             for g in gpus:
                 self.computing[g // self.gpus_per_node][g] -= 1
-            self._update_nodes(nodes)
+            self._slow_copies(nodes)
 
-    def _update_nodes(self, nodes: set[int]) -> None:
-        """After a job started or ended on ``nodes``: their GPU links follow the GPUs computing there
-        (:meth:`_slow_copies`)."""
-        for node in nodes:
-            self._slow_copies(node, sum(1 for jobs in self.computing[node].values() if jobs))
-
-    def _slow_copies(self, node: int, busy: int) -> None:
-        """Set the GPU links of ``node`` to capacity / (1 + gamma x ``busy`` GPUs computing there x their
-        cores' oversubscription ``max(1, busy / host_cores)``, 1 without host cores)."""
+    def _slow_copies(self, nodes: set[int]) -> None:
+        """Set the GPU links of ``nodes`` to capacity / (1 + gamma x GPUs computing there x their cores'
+        oversubscription ``max(1, computing / host_cores)``, 1 without host cores)."""
         if self.copy_per_job <= 0:
             return
-        slowdown = self.copy_per_job * busy * oversubscription(busy, self.host_cores)
-        for name, nominal in self.node_links[node]:
-            self.networks[node].set_capacity(name, nominal / (1.0 + slowdown))
+        for node in nodes:
+            busy = sum(1 for jobs in self.computing[node].values() if jobs)
+            slowdown = self.copy_per_job * busy * oversubscription(busy, self.host_cores)
+            for name, nominal in self.node_links[node]:
+                self.networks[node].set_capacity(name, nominal / (1.0 + slowdown))
