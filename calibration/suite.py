@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration.align import ALL_COMPONENTS
-from calibration.repeats import repeat_traces
+from calibration.align import ALL_COMPONENTS, validation_scenario
+from calibration.repeats import repeat_traces, trace_name
 from calibration.validate import ValidationResult, error_stats, row_stats, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.metrics import request_metrics
 from pipeboost.policies import build_plan
 from pipeboost.scenario import load_params_file, load_scenario
-from pipeboost.trace import read_jsonl
+from pipeboost.trace import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,36 @@ def _mean_ttft(trace_paths: list[Path]) -> float | None:
     return statistics.fmean(means) if means else None
 
 
+def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, repeats: int) -> None:
+    """Run the executor ``repeats`` times on every file's common scenario, round by round (each round runs
+    every scenario once, in suite order), writing ``out_dir/<scenario>/executor/trace*.jsonl``.
+
+    The machine's speed swings by up to 10% within minutes: with a scenario's repeats back to back, one slow
+    window could hold all of them (session 6: every request of one scenario 10-13% late in one run), while
+    spread over the rounds it holds one repeat of several scenarios, which each scenario's median of its
+    repeats then rejects."""
+    from executor.replay import replay_scenario
+
+    commons = [(load_scenario(path), path) for path in files]
+    commons = [(validation_scenario(sc, params, out_dir / sc.name), sc.name) for sc, _ in commons]
+    for run in range(repeats):
+        for common, name in commons:
+            log.info("executor round %d/%d: %s", run + 1, repeats, name)
+            trace = replay_scenario(common, work_dir=out_dir / "cache" / "run").trace
+            folder = out_dir / name / "executor"
+            folder.mkdir(parents=True, exist_ok=True)
+            write_jsonl(trace, folder / trace_name(run))
+
+
 def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None,
               repeats: int = 1) -> list[SuiteEntry]:
-    """Validate every file (the executor ``repeats`` times each); checkpoints are cached once under
-    ``out_dir/cache``. ``reuse``: an earlier suite output folder whose executor traces (all its repeats) are
-    compared instead of running the executor again."""
+    """Validate every file (the executor ``repeats`` times each, interleaved over the suite:
+    :func:`measure_interleaved`); checkpoints are cached once under ``out_dir/cache``. ``reuse``: an earlier
+    suite output folder whose executor traces (all its repeats) are compared instead of running the executor
+    again."""
+    if reuse is None and repeats > 1:
+        measure_interleaved(files, params, out_dir, repeats)
+        reuse = out_dir
     entries = []
     for path in files:
         scenario = load_scenario(path)

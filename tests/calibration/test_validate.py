@@ -158,3 +158,24 @@ def test_the_suite_reports_machine_drift_from_its_one_gpu_scenarios(tmp_path):
     assert machine_drift([two]) == (None, 0)
     assert "machine drift: one-GPU scenarios' TTFT, simulated vs measured -5.0% (n=3): the executor ran 5.0% " \
            "slower" in format_suite([one, two], {}, [])
+
+
+def test_suite_repeats_run_round_by_round_over_the_scenarios(params_file, tmp_path, monkeypatch):
+    """With --repeats the executor runs every scenario once per round, so a slow window of the machine falls
+    on one repeat of several scenarios rather than on every repeat of one."""
+    import executor.replay as replay
+
+    order = []
+    real = replay.replay_scenario
+
+    def recording(scenario, work_dir):
+        order.append(scenario.name)
+        return real(scenario, work_dir=work_dir)
+    monkeypatch.setattr(replay, "replay_scenario", recording)
+    rc = suite_main(["--params", str(params_file), "--quick", "--threshold", "1000", "--out", str(tmp_path),
+                     "--repeats", "2"])
+    assert rc == 0
+    names = [p.stem for p in suite_files(SUITE, quick=True)]
+    assert order == names + names
+    for name in names:
+        assert sorted(p.name for p in (tmp_path / name / "executor").iterdir()) == ["trace-2.jsonl", "trace.jsonl"]
