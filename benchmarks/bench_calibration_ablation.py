@@ -18,7 +18,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from calibration.suite import rank_agreement, run_suite, suite_errors, suite_files
+from calibration.suite import pct, rank_agreement, run_suite, suite_errors, suite_files
 from pipeboost.costs import CostParams
 from pipeboost.scenario import load_params_file
 
@@ -42,10 +42,6 @@ def variants(params: CostParams) -> dict[str, CostParams]:
     }
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", required=True)
@@ -61,8 +57,8 @@ def main() -> None:
             entries = run_suite(files, params, Path(tmp), reuse=Path(args.reuse))
         errors, ranks = suite_errors(entries), rank_agreement(entries)
         rho = " ".join(f"{r['spearman']:.2f}" for r in ranks)
-        print(f"{name:36s} {_pct(errors['ttft']['median']):>11s} {_pct(errors['ttft']['p95']):>9s} "
-              f"{_pct(errors['load_gpu']['median']):>11s} {_pct(errors['load_gpu']['p95']):>9s} {rho:>9s}")
+        print(f"{name:36s} {pct(errors['ttft']['median']):>11s} {pct(errors['ttft']['p95']):>9s} "
+              f"{pct(errors['load_gpu']['median']):>11s} {pct(errors['load_gpu']['p95']):>9s} {rho:>9s}")
 
 
 if __name__ == "__main__":

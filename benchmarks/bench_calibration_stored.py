@@ -19,13 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from calibration.suite import DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, machine_drift, run_suite, suite_errors, suite_files
+from calibration.suite import (DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, goal_met, machine_drift, pct, run_suite,
+                               suite_errors, suite_files)
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.scenario import load_params_file
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = suite_files(Path(args.dir))
         print(f"{'params':40s} {'trace set':24s} {'TTFT median':>11s} {'TTFT p95':>9s} {'load median':>11s} "
-              f"{'load p95':>9s} {'drift':>7s}   goal: median <= {_pct(GOAL_MEDIAN)}, p95 <= {_pct(GOAL_P95)}")
+              f"{'load p95':>9s} {'drift':>7s}   goal: median <= {pct(GOAL_MEDIAN)}, p95 <= {pct(GOAL_P95)}")
         for params_path in args.params:
             params = load_params_file(params_path)
             met = 0
@@ -48,11 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                 errors = suite_errors(entries)
                 ttft, load = errors["ttft"], errors["load_gpu"]
                 drift, _ = machine_drift(entries)
-                ok = (ttft["median"] is not None and ttft["p95"] is not None
-                      and ttft["median"] <= GOAL_MEDIAN and ttft["p95"] <= GOAL_P95)
+                ok = goal_met(ttft)
                 met += ok
-                print(f"{Path(params_path).name:40s} {Path(stored).name:24s} {_pct(ttft['median']):>11s} "
-                      f"{_pct(ttft['p95']):>9s} {_pct(load['median']):>11s} {_pct(load['p95']):>9s} "
+                print(f"{Path(params_path).name:40s} {Path(stored).name:24s} {pct(ttft['median']):>11s} "
+                      f"{pct(ttft['p95']):>9s} {pct(load['median']):>11s} {pct(load['p95']):>9s} "
                       f"{'-' if drift is None else f'{drift:+.1%}':>7s}   {'met' if ok else 'not met'}")
             print(f"{Path(params_path).name}: TTFT goal met on {met} of {len(args.sets)} trace sets\n")
     except PipeBoostError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 
 from calibration.align import ALL_COMPONENTS, validation_scenario
 from calibration.repeats import repeat_traces, trace_name
-from calibration.validate import ValidationResult, error_stats, row_stats, validate_scenario
+from calibration.validate import ValidationResult, error_stats, executor_trace, row_stats, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.metrics import request_metrics
@@ -85,17 +85,14 @@ def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, re
     window could hold all of them (session 6: every request of one scenario 10-13% late in one run), while
     spread over the rounds it holds one repeat of several scenarios, which each scenario's median of its
     repeats then rejects."""
-    from executor.replay import replay_scenario
-
-    commons = [(load_scenario(path), path) for path in files]
-    commons = [(validation_scenario(sc, params, out_dir / sc.name), sc.name) for sc, _ in commons]
+    scenarios = [load_scenario(path) for path in files]
+    commons = [validation_scenario(sc, params, out_dir / sc.name) for sc in scenarios]
     for run in range(repeats):
-        for common, name in commons:
-            log.info("executor round %d/%d: %s", run + 1, repeats, name)
-            trace = replay_scenario(common, work_dir=out_dir / "cache" / "run").trace
-            folder = out_dir / name / "executor"
+        for scenario, common in zip(scenarios, commons):
+            log.info("executor round %d/%d: %s", run + 1, repeats, scenario.name)
+            folder = out_dir / scenario.name / "executor"
             folder.mkdir(parents=True, exist_ok=True)
-            write_jsonl(trace, folder / trace_name(run))
+            write_jsonl(executor_trace(common, out_dir, out_dir / "cache"), folder / trace_name(run))
 
 
 def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None,
@@ -206,8 +203,16 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
             writer.writerow(row)
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A relative error as a percentage with one decimal ("-" for None)."""
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def goal_met(stats: dict[str, Any]) -> bool:
+    """Whether a component's error statistics (:func:`suite_errors`) meet the goal: median <=
+    :data:`GOAL_MEDIAN` and p95 <= :data:`GOAL_P95`."""
+    med, p95 = stats.get("median"), stats.get("p95")
+    return med is not None and p95 is not None and med <= GOAL_MEDIAN and p95 <= GOAL_P95
 
 
 def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[dict[str, Any]]) -> str:
@@ -217,12 +222,12 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
         st = e.result.component_stats()
         sim = "-" if e.sim_mean_ttft_s is None else f"{e.sim_mean_ttft_s:.4f}"
         exe = "-" if e.exe_mean_ttft_s is None else f"{e.exe_mean_ttft_s:.4f}"
-        lines.append(f"{e.result.scenario:44s} {sim:>9s} {exe:>9s} {_pct(st['ttft']['median']):>8s} "
-                     f"{_pct(st['load_gpu']['median']):>8s} {_pct(e.result.median_error):>7s}")
+        lines.append(f"{e.result.scenario:44s} {sim:>9s} {exe:>9s} {pct(st['ttft']['median']):>8s} "
+                     f"{pct(st['load_gpu']['median']):>8s} {pct(e.result.median_error):>7s}")
     lines.append("")
     for comp, st in errors.items():
-        noise = f"  executor spread (median) {_pct(st['spread'])}" if st.get("spread") is not None else ""
-        lines.append(f"{comp:13s} n={st['n']:<4d} median {_pct(st['median']):>7s}  p95 {_pct(st['p95']):>7s}{noise}")
+        noise = f"  executor spread (median) {pct(st['spread'])}" if st.get("spread") is not None else ""
+        lines.append(f"{comp:13s} n={st['n']:<4d} median {pct(st['median']):>7s}  p95 {pct(st['p95']):>7s}{noise}")
     drift, n = machine_drift(entries)
     if drift is not None:
         side = "slower" if drift < 0 else "faster"
@@ -231,14 +236,12 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     lines.append("")
     for comp in ("ttft", "load_gpu"):
         st = errors.get(comp, {})
-        med, p95 = st.get("median"), st.get("p95")
-        met = med is not None and p95 is not None and med <= GOAL_MEDIAN and p95 <= GOAL_P95
-        lines.append(f"goal {comp}: median <= {_pct(GOAL_MEDIAN)} and p95 <= {_pct(GOAL_P95)}: "
-                     f"{'met' if met else 'not met'} ({_pct(med)} / {_pct(p95)})")
+        lines.append(f"goal {comp}: median <= {pct(GOAL_MEDIAN)} and p95 <= {pct(GOAL_P95)}: "
+                     f"{'met' if goal_met(st) else 'not met'} ({pct(st.get('median'))} / {pct(st.get('p95'))})")
     for r in ranks:
         lines.append(f"policy group {r['group']}: {r['variants']} variants ({r['plans']} distinct plans; executor "
-                     f"spread over identical plans {_pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
-                     f"sim best {r['sim_best']} ({_pct(r['best_gap'])} from measured best "
+                     f"spread over identical plans {pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
+                     f"sim best {r['sim_best']} ({pct(r['best_gap'])} from measured best "
                      f"{r['exe_best']}): {'ok' if r['best_within_5pct'] else 'NOT within 5%'}; goal Spearman >= 0.9: "
                      f"{'met' if r['spearman'] >= 0.9 else 'not met'}")
     return "\n".join(lines)

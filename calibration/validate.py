@@ -117,10 +117,15 @@ def run_engines(scenario: Scenario, out_dir: Path, checkpoints: Path | None = No
     sim = run_simulation(scenario).trace
     if executor_traces:
         return sim, [read_jsonl(p) for p in executor_traces]
+    return sim, [executor_trace(scenario, out_dir, checkpoints) for _ in range(max(1, repeats))]
+
+
+def executor_trace(scenario: Scenario, out_dir: Path, checkpoints: Path | None = None) -> list[TraceRecord]:
+    """One executor run of the common ``scenario`` (its work folder, with the cached checkpoints, under
+    ``checkpoints``, else ``out_dir``)."""
     from executor.replay import replay_scenario
 
-    work = (checkpoints or out_dir) / "run"
-    return sim, [replay_scenario(scenario, work_dir=work).trace for _ in range(max(1, repeats))]
+    return replay_scenario(scenario, work_dir=(checkpoints or out_dir) / "run").trace
 
 
 def validate_scenario(scenario: Scenario, params: CostParams, out_dir: Path, plot: bool = True,
