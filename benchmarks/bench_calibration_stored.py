@@ -3,7 +3,8 @@
 A suite run keeps its executor traces (``runs/v-NAME/<scenario>/executor/trace*.jsonl``); re-simulating them
 with other params (``calibration.suite --reuse-executor``) compares a model or a params file against the very
 same measurements. This script does that for every params file and trace set given and prints TTFT and
-load-per-GPU median / p95, the suite's machine-drift line and, per params file, on how many sets the goal is
+load-per-GPU median / p95, the suite's machine-drift line, the executor's TTFT p95 against itself (odd- vs
+even-numbered runs: the noise floor, :func:`calibration.suite.executor_noise`) and, per params file, on how many sets the goal is
 met (the comparison behind the session tables of RESULTS_calibration.md):
 
     .venv/bin/python benchmarks/bench_calibration_stored.py \\
@@ -19,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from calibration.suite import (DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, goal_met, machine_drift, pct, run_suite,
-                               suite_errors, suite_files)
+from calibration.suite import (DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, executor_noise, goal_met, machine_drift, pct,
+                               run_suite, suite_errors, suite_files)
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.scenario import load_params_file
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = suite_files(Path(args.dir))
         print(f"{'params':40s} {'trace set':24s} {'TTFT median':>11s} {'TTFT p95':>9s} {'load median':>11s} "
-              f"{'load p95':>9s} {'drift':>7s}   goal: median <= {pct(GOAL_MEDIAN)}, p95 <= {pct(GOAL_P95)}")
+              f"{'load p95':>9s} {'drift':>7s} {'exe self p95':>12s}   goal: median <= {pct(GOAL_MEDIAN)}, p95 <= {pct(GOAL_P95)}")
         for params_path in args.params:
             params = load_params_file(params_path)
             met = 0
@@ -45,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                 errors = suite_errors(entries)
                 ttft, load = errors["ttft"], errors["load_gpu"]
                 drift, _ = machine_drift(entries)
+                floor = executor_noise(entries).get("ttft", {}).get("p95")
                 ok = goal_met(ttft)
                 met += ok
                 print(f"{Path(params_path).name:40s} {Path(stored).name:24s} {pct(ttft['median']):>11s} "
                       f"{pct(ttft['p95']):>9s} {pct(load['median']):>11s} {pct(load['p95']):>9s} "
-                      f"{'-' if drift is None else f'{drift:+.1%}':>7s}   {'met' if ok else 'not met'}")
+                      f"{'-' if drift is None else f'{drift:+.1%}':>7s} {pct(floor):>12s}   {'met' if ok else 'not met'}")
             print(f"{Path(params_path).name}: TTFT goal met on {met} of {len(args.sets)} trace sets\n")
     except PipeBoostError as exc:
         return report_error(exc)

@@ -5,7 +5,8 @@ memory-bandwidth bursts of the loaders): the same scenario measured twice can di
 request's TTFT. :func:`merge_repeats` combines the rows of ``K`` runs compared with one simulation: per
 quantity (component and key) the executor value is the median over the runs that have it, and
 ``executor_spread = (max - min) / median`` says how much the runs disagreed — the noise floor against
-which the simulator's error is read.
+which the simulator's error is read. :func:`split_halves` measures that floor as an error: the median of
+the odd-numbered runs against the median of the even-numbered ones, compared as the simulator is.
 """
 
 from __future__ import annotations
@@ -57,3 +58,20 @@ def merge_repeats(runs: Sequence[Sequence[Row]]) -> list[Row]:
         spread = (max(got) - min(got)) / median if got and median else None
         merged.append(Row(key[0], key[1], sims[key], median, spread))
     return merged
+
+
+def split_halves(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """The executor against itself: one row per (component, key) measured by runs of both halves, with
+    ``sim_s`` = the median over the even-indexed runs (0, 2, ...) and ``executor_s`` = the median over the
+    odd-indexed ones (1, 3, ...), so that ``rel_error`` is their disagreement. Rounds alternate between the
+    halves, so a slow stretch of the machine falls on both. Empty with fewer than two runs.
+
+    A simulator that predicted the executor's typical value exactly would score about this against a median
+    of half the runs (against the median of all of them, somewhat less: the noise of a median shrinks with
+    the number of runs)."""
+    if len(runs) < 2:
+        return []
+    even, odd = merge_repeats(runs[0::2]), merge_repeats(runs[1::2])
+    odd_values = {(r.component, r.key): r.executor_s for r in odd}
+    return [Row(r.component, r.key, r.executor_s, odd_values[(r.component, r.key)])
+            for r in even if r.executor_s is not None and odd_values.get((r.component, r.key)) is not None]

@@ -144,6 +144,19 @@ def suite_errors(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]
     return out
 
 
+NOISE_COMPONENTS = ("ttft", "load_gpu")
+"""Components whose executor noise floor the suite reports (those of the goal)."""
+
+
+def executor_noise(entries: list[SuiteEntry]) -> dict[str, dict[str, float | None]]:
+    """Per component of :data:`NOISE_COMPONENTS`: the error statistics of the executor against itself across
+    the suite (:attr:`ValidationResult.self_rows`: odd- against even-numbered runs); empty without repeats."""
+    if not any(e.result.self_rows for e in entries):
+        return {}
+    return {comp: row_stats(r for e in entries for r in e.result.self_rows if r.component == comp)
+            for comp in NOISE_COMPONENTS}
+
+
 def _distinct_plans(members: list[SuiteEntry]) -> list[tuple[str, float, float, float]]:
     """Variants merged by plan: (first scenario name, sim mean TTFT, executor mean TTFT averaged over the
     variants with that plan, relative spread max/min - 1 of those executor means: pure executor noise)."""
@@ -192,6 +205,7 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
     fields = ["scenario", "group", "sim_mean_ttft_s", "exe_mean_ttft_s", "median_error"]
     comps = ALL_COMPONENTS
     fields += [f"{c}_{k}" for c in comps for k in ("median", "p95", "spread")]
+    fields += [f"{c}_self_{k}" for c in NOISE_COMPONENTS for k in ("median", "p95")]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -200,6 +214,9 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
             row = {"scenario": e.result.scenario, "group": e.group, "sim_mean_ttft_s": e.sim_mean_ttft_s,
                    "exe_mean_ttft_s": e.exe_mean_ttft_s, "median_error": e.result.median_error}
             row.update({f"{c}_{k}": stats[c][k] for c in comps for k in ("median", "p95", "spread")})
+            for c in NOISE_COMPONENTS:
+                own = row_stats(r for r in e.result.self_rows if r.component == c)
+                row.update({f"{c}_self_{k}": own[k] for k in ("median", "p95")})
             writer.writerow(row)
 
 
@@ -228,6 +245,9 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     for comp, st in errors.items():
         noise = f"  executor spread (median) {pct(st['spread'])}" if st.get("spread") is not None else ""
         lines.append(f"{comp:13s} n={st['n']:<4d} median {pct(st['median']):>7s}  p95 {pct(st['p95']):>7s}{noise}")
+    for comp, st in executor_noise(entries).items():
+        lines.append(f"{comp:13s} n={st['n']:<4d} median {pct(st['median']):>7s}  p95 {pct(st['p95']):>7s}  "
+                     f"executor against itself (odd- vs even-numbered runs): the noise floor")
     drift, n = machine_drift(entries)
     if drift is not None:
         side = "slower" if drift < 0 else "faster"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from calibration.align import ALL_COMPONENTS, COMPONENTS, Row, compare_traces, unit_load_rows, validation_scenario
-from calibration.repeats import merge_repeats, trace_name
+from calibration.repeats import merge_repeats, split_halves, trace_name
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
 from pipeboost.metrics import percentile
@@ -38,6 +38,9 @@ class ValidationResult:
     unit_rows: tuple[Row, ...]
     out_dir: Path
     executor_runs: int = 1
+    self_rows: tuple[Row, ...] = ()
+    """With two or more executor runs: the executor against itself (:func:`calibration.repeats.split_halves`),
+    the noise floor of ``rows``."""
 
     def errors(self, components: Iterable[str] = COMPONENTS) -> list[float]:
         wanted = set(components)
@@ -142,13 +145,15 @@ def validate_scenario(scenario: Scenario, params: CostParams, out_dir: Path, plo
     write_jsonl(sim, out_dir / "sim" / "trace.jsonl")
     for run, exe in enumerate(exes):
         write_jsonl(exe, out_dir / "executor" / trace_name(run))
-    rows = merge_repeats([compare_traces(sim, exe) for exe in exes])
+    per_run = [compare_traces(sim, exe) for exe in exes]
+    rows = merge_repeats(per_run)
     units = merge_repeats([unit_load_rows(sim, exe) for exe in exes])
     _write_rows(rows, out_dir / "errors.csv")
     _write_rows(units, out_dir / "units.csv")
     if plot:
         plot_side_by_side(sim, exes[0], out_dir / "timeline.png", scenario.name)
-    return ValidationResult(scenario.name, tuple(rows), tuple(units), out_dir, len(exes))
+    return ValidationResult(scenario.name, tuple(rows), tuple(units), out_dir, len(exes),
+                            tuple(split_halves(per_run)))
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:

@@ -77,6 +77,40 @@ def test_repeats_take_each_quantity_as_the_median_of_the_runs_and_report_their_s
     assert merge_repeats([runs[0]]) == runs[0]
 
 
+def test_split_halves_compare_the_odd_runs_median_with_the_even_runs_median():
+    from calibration.align import Row
+    from calibration.repeats import split_halves
+
+    runs = [[Row("ttft", "req0", 1.0, 1.0), Row("load_gpu", "gpu0", 2.0, 2.0)],
+            [Row("ttft", "req0", 1.0, 1.1), Row("load_gpu", "gpu0", 2.0, None)],
+            [Row("ttft", "req0", 1.0, 1.4), Row("load_gpu", "gpu0", 2.0, 2.4)],
+            [Row("ttft", "req0", 1.0, 1.3), Row("load_gpu", "gpu0", 2.0, None)]]
+    (ttft,) = split_halves(runs)  # load_gpu: no odd-numbered run measured it
+    assert (ttft.component, ttft.key) == ("ttft", "req0")
+    assert ttft.sim_s == pytest.approx(1.2) and ttft.executor_s == pytest.approx(1.2)
+    assert ttft.rel_error == pytest.approx(0.0, abs=1e-12)
+    two = split_halves(runs[1:3])
+    assert [(r.sim_s, r.executor_s) for r in two] == [(1.1, 1.4)]
+    assert two[0].rel_error == pytest.approx(0.3 / 1.4)
+    assert split_halves(runs[:1]) == []
+
+
+def test_the_suite_reports_the_executor_against_itself(tmp_path):
+    from calibration.align import Row
+    from calibration.suite import SuiteEntry, executor_noise, format_suite
+    from calibration.validate import ValidationResult
+
+    rows = (Row("ttft", "req0", 1.0, 1.0),)
+    own = (Row("ttft", "req0", 1.1, 1.0), Row("ttft", "req1", 1.0, 1.0), Row("load_gpu", "gpu0", 1.0, 1.25))
+    entry = SuiteEntry(ValidationResult("a", rows, (), tmp_path, 4, own), "a", None, None, "", 2)
+    noise = executor_noise([entry])
+    assert noise["ttft"]["n"] == 2 and noise["ttft"]["median"] == pytest.approx(0.05)
+    assert noise["load_gpu"]["median"] == pytest.approx(0.2)
+    assert "executor against itself" in format_suite([entry], {}, [])
+    alone = SuiteEntry(ValidationResult("a", rows, (), tmp_path), "a", None, None, "", 2)
+    assert executor_noise([alone]) == {} and "against itself" not in format_suite([alone], {}, [])
+
+
 def test_validate_repeats_the_executor_and_writes_every_run(params_file, tmp_path, capsys):
     assert _validate(TINY, "--params", params_file, "--threshold", "1000", "--out", tmp_path, "--repeats", "2") == 0
     assert sorted(p.name for p in (tmp_path / "executor").iterdir()) == ["trace-2.jsonl", "trace.jsonl"]
@@ -179,3 +213,5 @@ def test_suite_repeats_run_round_by_round_over_the_scenarios(params_file, tmp_pa
     assert order == names + names
     for name in names:
         assert sorted(p.name for p in (tmp_path / name / "executor").iterdir()) == ["trace-2.jsonl", "trace.jsonl"]
+    with open(tmp_path / "suite.csv") as fh:  # run 1 against run 2: the executor's own disagreement
+        assert all(r["ttft_self_p95"] != "" for r in csv.DictReader(fh))
