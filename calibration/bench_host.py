@@ -25,6 +25,10 @@ contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cor
 
 * :func:`loads_while_computing` and :func:`copy_interference_per_job`: the loaders' aggregate rate while
   every device computes, relative to alone: ``copy_interference_per_job`` of :mod:`sim.interference`.
+* :func:`copy_cores_per_byte`: in the same run, the compute threads' rate against :func:`compute_calls_per_s`
+  (the same threads with nothing copied): the cores the copies take from compute, per byte per second.
+  Recorded in the provenance (``copy_cores_per_byte``), not used: as ``copy_cpu_s_per_byte`` (1.3-1.65e-10
+  s/byte against the loaders' 0.9-1.0e-10) it over-charged the copies on half of session 7's trace sets.
 
 On CUDA devices none of these applies (copy engines and SMs are not host cores): the caller skips them.
 """
@@ -124,9 +128,10 @@ def unit_load_cpu_s(run: UnitLoadRun, link_bytes_per_s: float | None) -> float:
 
 
 def loads_while_computing(benches: list[UnitBench], load: Callable[[], UnitLoadRun], tokens: int = 32,
-                          threads: int = 1) -> UnitLoadRun:
+                          threads: int = 1, call_ends: list[float] | None = None) -> UnitLoadRun:
     """``load()`` (every device cold-loading, as :func:`calibration.bench_load.measure_unit_loads`) while one
-    thread per bench runs decoder-layer prefills back to back (``threads`` torch threads each)."""
+    thread per bench runs decoder-layer prefills back to back (``threads`` torch threads each); each call's
+    ``perf_counter`` end time is appended to ``call_ends`` when given."""
     stop = threading.Event()
 
     def spin(bench: UnitBench) -> None:
@@ -134,6 +139,8 @@ def loads_while_computing(benches: list[UnitBench], load: Callable[[], UnitLoadR
         with torch.inference_mode():
             while not stop.is_set():
                 bench.prefill(0, tokens, 1)
+                if call_ends is not None:
+                    call_ends.append(time.perf_counter())
     workers = [threading.Thread(target=spin, args=(b,)) for b in benches]
     for th in workers:
         th.start()
@@ -143,6 +150,48 @@ def loads_while_computing(benches: list[UnitBench], load: Callable[[], UnitLoadR
         stop.set()
         for th in workers:
             th.join()
+
+
+def compute_calls_per_s(benches: list[UnitBench], window_s: float = 0.4, tokens: int = 32,
+                        threads: int = 1) -> float:
+    """Decoder-layer prefill calls per second that one thread per bench completes together, nothing else
+    running (the reference of :func:`copy_cores_per_byte`)."""
+    ends: list[float] = []
+    t0 = time.perf_counter()
+
+    def idle() -> UnitLoadRun:
+        time.sleep(window_s)
+        return UnitLoadRun((), 0.0)
+    loads_while_computing(benches, idle, tokens, threads, ends)
+    start = t0 + window_s / 4  # the threads' first calls warm up
+    done = [t for t in ends if start <= t <= t0 + window_s]
+    return len(done) / (window_s * 3 / 4)
+
+
+def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], loads_ended_at: float,
+                        calls_per_s_alone: float, compute_cores: float) -> float:
+    """Cores the copies take from compute, per byte per second copied (``CostParams.copy_cpu_s_per_byte``
+    as the simulator uses it where the cores are oversubscribed): while ``busy`` ran (every device loading,
+    one compute thread per device spinning, :func:`loads_while_computing`, from its time zero to
+    ``loads_ended_at``, ``perf_counter`` seconds) the threads completed ``calls / s``; against
+    ``calls_per_s_alone`` the copies took ``(1 - busy rate / alone rate) x compute_cores`` cores at the
+    load's byte rate. At least 0.
+
+    The loaders' own thread CPU (:func:`loader_cpu_s_per_byte`, 0.9-1.0e-10 s/byte with or without compute
+    beside them) leaves out what compute loses to them without the loaders using a core (the interpreter
+    they hold, the caches and memory bandwidth their copies take, part of which the copy term charges):
+    1.3-1.7e-10 s/byte on two devices of this VM, 1.0-1.4e-10 on four."""
+    window_s = busy.wall_s - busy.startup_s
+    nbytes = sum(n for _, _, n, _ in busy.loads)
+    if window_s <= 0 or not nbytes or calls_per_s_alone <= 0:
+        return 0.0
+    start = loads_ended_at - window_s
+    rate = sum(1 for t in call_ends if start <= t <= loads_ended_at) / window_s
+    lost = max(0.0, 1.0 - rate / calls_per_s_alone) * compute_cores
+    value = lost / (nbytes / window_s)
+    log.info("compute %.1f calls/s alone, %.1f while %.2f GB/s copied -> %.2f cores, %.3g s/byte",
+             calls_per_s_alone, rate, nbytes / window_s / 1e9, lost, value)
+    return value
 
 
 def load_rate_bytes_per_s(run: UnitLoadRun) -> float:

@@ -43,8 +43,10 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     params = load_params_file(params_path)
     prov = params.provenance
     assert 1.0 <= params.host_cores <= 2.0  # two virtual devices: between one and two cores' worth
-    # the loaders' CPU per byte, measured, is charged on the host cores (one pass: its own value)
+    # the loaders' CPU per byte, measured, is charged on the host cores (one pass: its own value); the cores
+    # compute loses to the copies per byte/s is measured beside it, for the record
     assert params.copy_cpu_s_per_byte == prov["copy_cpu_s_per_byte"] > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0
+    assert prov["copy_cores_per_byte"] >= 0
     per_gbps, calls = prov["load_interference_per_gbps_calls"]
     assert calls >= 1 and params.compute_interference_per_gbps == per_gbps >= 0
     assert params.compute_interference_per_job == 0.0
@@ -96,3 +98,18 @@ def test_bad_model_is_a_user_error(tmp_path, models):
     args = _parser().parse_args(["calibrate", "--model", models, "--out", str(tmp_path / "p.yaml")])
     with pytest.raises(PipeBoostError, match="no-such"):
         args.func(args)
+
+
+def test_copy_cores_per_byte_reads_the_compute_rate_lost_while_loading():
+    from calibration.bench_host import copy_cores_per_byte
+    from calibration.bench_load import UnitLoadRun
+
+    # 2 GB copied over a 1 s window (time zero at 0.1 s of the run, last landing 1.1 s after its start,
+    # i.e. at perf_counter 11.0): the two compute threads did 60 calls in it against 100/s alone, so the
+    # copies took 40% of the 1.5 cores computing used: 0.6 core at 2 GB/s
+    busy = UnitLoadRun(((0, 0, 1_000_000_000, 0.5), (1, 0, 1_000_000_000, 0.5)), 0.1, 0.0, 1.1)
+    ends = [9.99] + [10.0 + i / 60 for i in range(60)] + [11.01]  # calls outside the window do not count
+    assert copy_cores_per_byte(busy, ends, 11.0, 100.0, 1.5) == pytest.approx(0.6 / 2e9, rel=0.02)
+    faster = [10.0 + i / 120 for i in range(120)]  # not slower than alone: nothing taken
+    assert copy_cores_per_byte(busy, faster, 11.0, 100.0, 1.5) == 0.0
+    assert copy_cores_per_byte(UnitLoadRun((), 0.0), ends, 11.0, 100.0, 1.5) == 0.0
