@@ -170,12 +170,13 @@ def compute_calls_per_s(benches: list[UnitBench], window_s: float = 0.4, tokens:
 
 def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], loads_ended_at: float,
                         calls_per_s_alone: float, compute_cores: float) -> float:
-    """Cores the copies take from compute, per byte per second copied (``CostParams.copy_cpu_s_per_byte``
-    as the simulator uses it where the cores are oversubscribed): while ``busy`` ran (every device loading,
-    one compute thread per device spinning, :func:`loads_while_computing`, from its time zero to
-    ``loads_ended_at``, ``perf_counter`` seconds) the threads completed ``calls / s``; against
-    ``calls_per_s_alone`` the copies took ``(1 - busy rate / alone rate) x compute_cores`` cores at the
-    load's byte rate. At least 0.
+    """Cores the copies take from compute, per byte per second copied (what ``CostParams.copy_cpu_s_per_byte``
+    stands for where the cores are oversubscribed; recorded, not used: see the module docstring).
+
+    While ``busy`` ran (every device loading, one compute thread per device spinning,
+    :func:`loads_while_computing`, from its time zero to ``loads_ended_at``, ``perf_counter`` seconds) the
+    threads completed ``calls / s``; against ``calls_per_s_alone`` the copies took ``(1 - busy rate / alone
+    rate) x compute_cores`` cores at the load's byte rate. At least 0.
 
     The loaders' own thread CPU (:func:`loader_cpu_s_per_byte`, 0.9-1.0e-10 s/byte with or without compute
     beside them) leaves out what compute loses to them without the loaders using a core (the interpreter

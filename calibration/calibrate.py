@@ -226,17 +226,18 @@ def _phase_transfers(req: CalibrationRequest, budget: Budget, devices: list[torc
 def _copy_interference(benches: list, model_dir: Path, devices: list[torch.device], link: float | None,
                        extras: dict[str, Any], threads: int) -> None:
     """``copy_interference_per_job``: every device loads (at the link cap) alone, then while every device
-    computes; rates and the coefficient into ``extras``."""
+    computes; rates and the coefficient into ``extras``, with the compute rate the copies cost
+    (``copy_cores_per_byte``, recorded only: :func:`calibration.bench_host.copy_cores_per_byte`)."""
     alone = bench_load.measure_unit_loads(model_dir, devices, link)
     calls_per_s = bench_host.compute_calls_per_s(benches, threads=threads)
     call_ends: list[float] = []
+    ended_at = 0.0
 
     def load() -> bench_load.UnitLoadRun:
         nonlocal ended_at
         run = bench_load.measure_unit_loads(model_dir, devices, link)
         ended_at = time.perf_counter()
         return run
-    ended_at = 0.0
     busy = bench_host.loads_while_computing(benches, load, threads=threads, call_ends=call_ends)
     compute_cores = min(float(len(benches)), extras.get("host_cores") or float(len(benches)))
     extras["copy_cores_per_byte"] = bench_host.copy_cores_per_byte(busy, call_ends, ended_at, calls_per_s,
