@@ -175,6 +175,10 @@ def format_rows(result: ValidationResult) -> str:
                 if st["spread"] is not None else ""
             lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
                          f"p95 {_fmt(st['p95'], True):>7s}{noise}")
+    for comp in dict.fromkeys(r.component for r in result.self_rows):
+        st = row_stats(r for r in result.self_rows if r.component == comp)
+        lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
+                     f"p95 {_fmt(st['p95'], True):>7s}  executor against itself (odd- vs even-numbered runs)")
     lines.append(f"overall median error {_fmt(result.median_error, True)}")
     return "\n".join(lines)
 

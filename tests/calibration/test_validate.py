@@ -117,7 +117,9 @@ def test_validate_repeats_the_executor_and_writes_every_run(params_file, tmp_pat
     with open(tmp_path / "errors.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert all(r["executor_spread"] != "" for r in rows if r["component"] == "ttft")
-    assert "executor spread over 2 runs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "executor spread over 2 runs" in out
+    assert any(line.startswith("ttft") and "executor against itself" in line for line in out.splitlines())
 
 
 def test_quick_suite_runs_and_writes_one_table(params_file, tmp_path, capsys):
