@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import statistics
 import sys
 from pathlib import Path
 
-from calibration.bench_profile import _devices_computing, _layer_calls, _prediction_s, pipeline_plan
+from calibration.bench_profile import _prediction_s, pipeline_plan, prefill_layer_regimes
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.model_config import model_spec_from_hf_config, preset_config
 from pipeboost.scenario import load_params_file
-from pipeboost.trace import TraceKind
 from pipeboost.workload import Request
 
 PROMPT_TOKENS = 32
@@ -80,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             requests = [Request(0, 0.0, PROMPT_TOKENS, 1), Request(1, args.second_arrival_s, PROMPT_TOKENS, 1)]
             trace = run_executor(plan, model_dir, requests, devices=f"cpu:{args.devices}", seed=0, timeout_s=300.0,
                                  link_bandwidth_bytes_per_s=link).trace
-            loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
-            layers = _layer_calls(trace, model, (TraceKind.PREFILL,))
-            for rec in layers:
-                mid = (rec.t_start_s + rec.t_end_s) / 2
-                copying = sum(1 for a, b in loads if a <= mid <= b)
-                computing, _ = _devices_computing(rec, layers, params.host_cores)
+            for rec, computing, _, copying in prefill_layer_regimes(trace, model, params.host_cores):
                 groups[(computing, copying)].append(rec.duration_s / _prediction_s(profile, model, rec, PROMPT_TOKENS))
         print(f"{args.preset} on {args.devices} CPU virtual devices, {args.runs} runs, link {args.link_gbps} GB/s, "
               f"params {Path(args.params).name}")

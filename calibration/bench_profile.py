@@ -452,18 +452,28 @@ def unit_wake_s(traces: list[list[TraceRecord]]) -> tuple[float, int]:
     return (float(np.median(lags)) if lags else 0.0), len(lags)
 
 
+def prefill_layer_regimes(trace: list[TraceRecord], model: ModelSpec, host_cores: float | None
+                          ) -> list[tuple[TraceRecord, int, float, int]]:
+    """Every decoder-layer prefill call of ``trace`` with its regime at the call's middle: ``(call, devices
+    computing (itself included), their core-sharing factor, loaders copying)``
+    (:func:`_devices_computing`)."""
+    loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
+    layers = _layer_calls(trace, model, (TraceKind.PREFILL,))
+    out = []
+    for rec in layers:
+        mid = (rec.t_start_s + rec.t_end_s) / 2
+        computing, cores = _devices_computing(rec, layers, host_cores)
+        out.append((rec, computing, cores, sum(1 for a, b in loads if a <= mid <= b)))
+    return out
+
+
 def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec, link_bytes_per_s: float,
                     host_cores: float | None, prompt_tokens: int) -> list[float]:
     """Per layer call of one run made while loads run: its slowdown per GB/s copied (see
     :func:`load_interference_per_gbps`)."""
-    loads = [(r.t_start_s, r.t_end_s) for r in trace if r.kind is TraceKind.LOAD]
-    layers = _layer_calls(trace, model, (TraceKind.PREFILL,))
     model_slowdown = profile.concurrency_slowdown_for(1.0)
     calls = []
-    for rec in layers:
-        mid = (rec.t_start_s + rec.t_end_s) / 2
-        copying = sum(1 for a, b in loads if a <= mid <= b)
-        computing, cores = _devices_computing(rec, layers, host_cores)
+    for rec, computing, cores, copying in prefill_layer_regimes(trace, model, host_cores):
         concurrency = model_slowdown if computing >= 2 else 0.0
         calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying))
     speed = _run_speed([r / (1.0 + c) for r, c, copying in calls if not copying])

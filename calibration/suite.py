@@ -214,9 +214,8 @@ def write_table(entries: list[SuiteEntry], path: Path) -> None:
             row = {"scenario": e.result.scenario, "group": e.group, "sim_mean_ttft_s": e.sim_mean_ttft_s,
                    "exe_mean_ttft_s": e.exe_mean_ttft_s, "median_error": e.result.median_error}
             row.update({f"{c}_{k}": stats[c][k] for c in comps for k in ("median", "p95", "spread")})
-            for c in NOISE_COMPONENTS:
-                own = row_stats(r for r in e.result.self_rows if r.component == c)
-                row.update({f"{c}_self_{k}": own[k] for k in ("median", "p95")})
+            own = e.result.self_stats()
+            row.update({f"{c}_self_{k}": own[c][k] for c in NOISE_COMPONENTS for k in ("median", "p95")})
             writer.writerow(row)
 
 

@@ -59,6 +59,11 @@ class ValidationResult:
             out[comp] = row_stats(r for r in rows if r.component == comp)
         return out
 
+    def self_stats(self) -> dict[str, dict[str, float | None]]:
+        """Per component: :func:`row_stats` of :attr:`self_rows`, the executor against itself (n = 0 where
+        none)."""
+        return {comp: row_stats(r for r in self.self_rows if r.component == comp) for comp in ALL_COMPONENTS}
+
 
 def error_stats(errors: list[float], spreads: list[float] = ()) -> dict[str, float | None]:
     """Count, median and p95 of relative ``errors``, and the median of the executor runs' ``spreads``
@@ -175,8 +180,9 @@ def format_rows(result: ValidationResult) -> str:
                 if st["spread"] is not None else ""
             lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
                          f"p95 {_fmt(st['p95'], True):>7s}{noise}")
-    for comp in dict.fromkeys(r.component for r in result.self_rows):
-        st = row_stats(r for r in result.self_rows if r.component == comp)
+    for comp, st in result.self_stats().items():
+        if not st["n"]:
+            continue
         lines.append(f"{comp:13s} n={st['n']:<3d} median {_fmt(st['median'], True):>7s}  "
                      f"p95 {_fmt(st['p95'], True):>7s}  executor against itself (odd- vs even-numbered runs)")
     lines.append(f"overall median error {_fmt(result.median_error, True)}")
