@@ -168,14 +168,14 @@ def compute_calls_per_s(benches: list[UnitBench], window_s: float = 0.4, tokens:
     return len(done) / (window_s * 3 / 4)
 
 
-def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], loads_ended_at: float,
-                        calls_per_s_alone: float, compute_cores: float) -> float:
+def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], calls_per_s_alone: float,
+                        compute_cores: float) -> float:
     """Cores the copies take from compute, per byte per second copied (what ``CostParams.copy_cpu_s_per_byte``
     stands for where the cores are oversubscribed; recorded, not used: see the module docstring).
 
-    While ``busy`` ran (every device loading, one compute thread per device spinning,
-    :func:`loads_while_computing`, from its time zero to ``loads_ended_at``, ``perf_counter`` seconds) the
-    threads completed ``calls / s``; against ``calls_per_s_alone`` the copies took ``(1 - busy rate / alone
+    While ``busy`` loaded (every device loading, one compute thread per device spinning,
+    :func:`loads_while_computing`; from its first load's start to its last landing, placed on the
+    ``perf_counter`` clock of ``call_ends`` by ``busy.t0_perf_s``) the threads completed ``calls / s``; against ``calls_per_s_alone`` the copies took ``(1 - busy rate / alone
     rate) x compute_cores`` cores at the load's byte rate. At least 0.
 
     The loaders' own thread CPU (:func:`loader_cpu_s_per_byte`, 0.9-1.0e-10 s/byte with or without compute
@@ -186,8 +186,8 @@ def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], loads_ended_a
     nbytes = sum(n for _, _, n, _ in busy.loads)
     if window_s <= 0 or not nbytes or calls_per_s_alone <= 0:
         return 0.0
-    start = loads_ended_at - window_s
-    rate = sum(1 for t in call_ends if start <= t <= loads_ended_at) / window_s
+    start, end = busy.t0_perf_s + busy.startup_s, busy.t0_perf_s + busy.wall_s
+    rate = sum(1 for t in call_ends if start <= t <= end) / window_s
     lost = max(0.0, 1.0 - rate / calls_per_s_alone) * compute_cores
     value = lost / (nbytes / window_s)
     log.info("compute %.1f calls/s alone, %.1f while %.2f GB/s copied -> %.2f cores, %.3g s/byte",

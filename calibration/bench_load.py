@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class UnitLoadRun:
     """LOAD records of one concurrent cold load: ``(gpu, unit, nbytes, seconds)`` and the start-up delay;
-    ``cpu_s`` / ``wall_s``: process CPU seconds and wall seconds from time zero to the last unit landing."""
+    ``cpu_s`` / ``wall_s``: process CPU seconds and wall seconds from time zero to the last unit landing;
+    ``t0_perf_s``: time zero as a ``time.perf_counter`` reading (0: unknown)."""
 
     loads: tuple[tuple[int, int, int, float], ...]
     startup_s: float
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    t0_perf_s: float = 0.0
 
 
 def _unit_bytes(reader: CheckpointReader, units: list[int]) -> int:
@@ -77,7 +79,7 @@ def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_
             loader.join(timeout=5)
     loads = [r for r in tracer.records() if r.kind is TraceKind.LOAD]
     records = tuple((int(r.gpu), int(r.layer), int(r.nbytes or 0), r.duration_s) for r in loads)
-    return UnitLoadRun(records, min(r.t_start_s for r in loads), cpu_s, wall_s)
+    return UnitLoadRun(records, min(r.t_start_s for r in loads), cpu_s, wall_s, tracer.t0)
 
 
 def unit_latency_s(run: UnitLoadRun, bandwidth_bytes_per_s: dict[str, float]) -> tuple[float, list[float]]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,17 +230,10 @@ def _copy_interference(benches: list, model_dir: Path, devices: list[torch.devic
     alone = bench_load.measure_unit_loads(model_dir, devices, link)
     calls_per_s = bench_host.compute_calls_per_s(benches, threads=threads)
     call_ends: list[float] = []
-    ended_at = 0.0
-
-    def load() -> bench_load.UnitLoadRun:
-        nonlocal ended_at
-        run = bench_load.measure_unit_loads(model_dir, devices, link)
-        ended_at = time.perf_counter()
-        return run
-    busy = bench_host.loads_while_computing(benches, load, threads=threads, call_ends=call_ends)
+    busy = bench_host.loads_while_computing(benches, lambda: bench_load.measure_unit_loads(model_dir, devices, link),
+                                            threads=threads, call_ends=call_ends)
     compute_cores = min(float(len(benches)), extras.get("host_cores") or float(len(benches)))
-    extras["copy_cores_per_byte"] = bench_host.copy_cores_per_byte(busy, call_ends, ended_at, calls_per_s,
-                                                                   compute_cores)
+    extras["copy_cores_per_byte"] = bench_host.copy_cores_per_byte(busy, call_ends, calls_per_s, compute_cores)
     extras["load_rate_alone_computing_bytes_per_s"] = [bench_host.load_rate_bytes_per_s(alone),
                                                        bench_host.load_rate_bytes_per_s(busy)]
     extras["copy_interference_per_job"] = bench_host.copy_interference_per_job(alone, busy, len(benches),

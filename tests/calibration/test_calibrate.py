@@ -104,12 +104,12 @@ def test_copy_cores_per_byte_reads_the_compute_rate_lost_while_loading():
     from calibration.bench_host import copy_cores_per_byte
     from calibration.bench_load import UnitLoadRun
 
-    # 2 GB copied over a 1 s window (time zero at 0.1 s of the run, last landing 1.1 s after its start,
-    # i.e. at perf_counter 11.0): the two compute threads did 60 calls in it against 100/s alone, so the
-    # copies took 40% of the 1.5 cores computing used: 0.6 core at 2 GB/s
-    busy = UnitLoadRun(((0, 0, 1_000_000_000, 0.5), (1, 0, 1_000_000_000, 0.5)), 0.1, 0.0, 1.1)
+    # 2 GB copied over a 1 s window (time zero at perf_counter 9.9, the first load at 0.1 s, the last landing
+    # at 1.1 s: perf_counter 10.0 to 11.0): the two compute threads did 60 calls in it against 100/s alone,
+    # so the copies took 40% of the 1.5 cores computing used: 0.6 core at 2 GB/s
+    busy = UnitLoadRun(((0, 0, 1_000_000_000, 0.5), (1, 0, 1_000_000_000, 0.5)), 0.1, 0.0, 1.1, t0_perf_s=9.9)
     ends = [9.99] + [10.0 + i / 60 for i in range(60)] + [11.01]  # calls outside the window do not count
-    assert copy_cores_per_byte(busy, ends, 11.0, 100.0, 1.5) == pytest.approx(0.6 / 2e9, rel=0.02)
+    assert copy_cores_per_byte(busy, ends, 100.0, 1.5) == pytest.approx(0.6 / 2e9, rel=0.02)
     faster = [10.0 + i / 120 for i in range(120)]  # not slower than alone: nothing taken
-    assert copy_cores_per_byte(busy, faster, 11.0, 100.0, 1.5) == 0.0
-    assert copy_cores_per_byte(UnitLoadRun((), 0.0), ends, 11.0, 100.0, 1.5) == 0.0
+    assert copy_cores_per_byte(busy, faster, 100.0, 1.5) == 0.0
+    assert copy_cores_per_byte(UnitLoadRun((), 0.0), ends, 100.0, 1.5) == 0.0
