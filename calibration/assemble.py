@@ -124,8 +124,9 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
         bws = dict(params.provenance["link_bandwidth_bytes_per_s"])
         params = params.with_(transfer_latency_s=bench_load.unit_latency_s(m.unit_loads, bws)[0])
     runtime_s = (m.extras or {}).get("runtime_overhead_per_unit_s")
-    latencies = {k: float((m.extras or {}).get(f"runtime_{k}") or 0.0) for k in ("dispatch_s", "handoff_s",
-                                                                                 "step_start_s", "unit_wake_s")}
+    latencies = {k: float((m.extras or {}).get(f"runtime_{k}") or 0.0)
+                 for k in ("dispatch_s", "handoff_s", "step_start_s", "unit_wake_s", "worker_after_hop_s",
+                           "worker_after_token_s")}
     prov = dict(params.provenance)
     prov["fitted_unit_overhead_s"] = params.unit_overhead_s
     if runtime_s:  # the runtime's work between two units of a step

@@ -282,8 +282,8 @@ rarely overlap: one call once gave 1.37)."""
 
 def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
                          n_devices: int, host_cores: float | None, device_kind: str = "cpu", requests: int = 8,
-                         prompt_tokens: int = 32, output_tokens: int = 4,
-                         runs: int = CONCURRENCY_RUNS) -> dict[str, tuple[float, int]]:
+                         prompt_tokens: int = 32, output_tokens: int = 4, runs: int = CONCURRENCY_RUNS,
+                         traces: list[list[TraceRecord]] | None = None) -> dict[str, tuple[float, int]]:
     """Per phase (``prefill``, ``decode``): the slowdown of ``model``'s units per other device computing,
     beyond host-core sharing, on the executor, and the number of samples
     (:attr:`ComputeProfile.prefill_concurrency_slowdown`, :attr:`ComputeProfile.concurrency_slowdown`).
@@ -294,7 +294,7 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor
     the workers share one interpreter besides the cores: a decode step, mostly Python around small
     kernels, loses to that (SmolLM2-135M's 30 thin layers more than OPT-125M's 12), a prefill, mostly
-    kernels that release the interpreter, hardly."""
+    kernels that release the interpreter, hardly. Each run's trace is appended to ``traces`` when given."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices)
@@ -304,6 +304,8 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
     for _ in range(max(1, runs)):
         trace = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0,
                              timeout_s=300.0).trace
+        if traces is not None:
+            traces.append(trace)
         for phase, run_values in concurrency_slowdowns(trace, profile, model, host_cores, prompt_tokens).items():
             values[phase].extend(run_values)
     return phase_slowdowns(values)

@@ -16,6 +16,13 @@ the traces (:func:`runtime_gaps`):
 Each is the median of its samples; they become ``CostParams.dispatch_s``, ``handoff_s``, ``step_start_s``
 and the per-unit runtime overhead of the compute profiles and of ``unit_overhead_s``. These are
 microbenchmarks of the runtime (synthetic requests), not validation scenarios.
+
+:func:`worker_switch_gaps` reads a busy pipeline instead (requests queued at every stage, e.g. the
+concurrency runs of :func:`calibration.bench_profile.concurrency_slowdown`): a device's worker, after it
+hands a stage's output to another device (``after_hop_s``: HOP end) or emits a token from the last stage
+(``after_token_s``), to the first unit of another request whose input was already there, the time the
+worker spends on its own hand-off or token before it serves the next request
+(``CostParams.worker_after_hop_s``, ``worker_after_token_s``; 0.1-0.2 ms on the 2-core VM, session 8).
 """
 
 from __future__ import annotations
@@ -130,3 +137,55 @@ def measure_runtime_overheads(model_dir: Path, preset: str, dtype: str, n_device
             samples[kind] += [max(v, 0.0) for v in values]
     log.info("runtime latencies: %s", {k: _median(v) for k, v in samples.items()})
     return RuntimeOverheads(*(_median(samples[k]) for k in GAP_KINDS), samples=samples)
+
+
+SWITCH_KINDS = ("after_hop_s", "after_token_s")
+SWITCH_GAP_MAX_S = 0.005
+"""A longer gap is not the worker's own work (it waited for a unit or a wake-up): not a sample."""
+
+
+def worker_switch_gaps(trace: list[TraceRecord]) -> dict[str, list[float]]:
+    """Samples of ``after_hop_s`` and ``after_token_s`` in one executor trace (see the module docstring).
+
+    Per device, over its unit calls, the HOPs it sent and the tokens it emitted in time order: a unit call of
+    request B right after a HOP or token of another request A is a sample (B's start minus A's end, seconds)
+    when B's input had arrived by A's end (B's latest HOP, token or ARRIVAL before its call), so the worker,
+    not B, was what B waited for; gaps over :data:`SWITCH_GAP_MAX_S` are left out."""
+    out: dict[str, list[float]] = {k: [] for k in SWITCH_KINDS}
+    inputs: dict[int, list[float]] = {}
+    for rec in trace:
+        if rec.request is not None and rec.kind in (TraceKind.HOP, TraceKind.FIRST_TOKEN, TraceKind.TOKEN,
+                                                    TraceKind.ARRIVAL):
+            inputs.setdefault(int(rec.request), []).append(rec.t_end_s)
+    events: dict[int, list[TraceRecord]] = {}
+    for rec in trace:
+        if rec.gpu is not None and rec.request is not None and (
+                (rec.kind in (TraceKind.PREFILL, TraceKind.DECODE) and rec.layer is not None)
+                or rec.kind in (TraceKind.HOP, TraceKind.FIRST_TOKEN, TraceKind.TOKEN)):
+            events.setdefault(int(rec.gpu), []).append(rec)
+    for recs in events.values():
+        recs.sort(key=lambda r: (r.t_start_s, r.t_end_s))
+        for a, b in zip(recs, recs[1:]):
+            if b.kind not in (TraceKind.PREFILL, TraceKind.DECODE) or a.request == b.request:
+                continue
+            if a.kind is TraceKind.HOP:
+                kind = "after_hop_s"
+            elif a.kind in (TraceKind.FIRST_TOKEN, TraceKind.TOKEN):
+                kind = "after_token_s"
+            else:
+                continue
+            ready = max((t for t in inputs.get(int(b.request), []) if t <= b.t_start_s), default=None)
+            gap = b.t_start_s - a.t_end_s
+            if ready is not None and ready <= a.t_end_s and 0.0 <= gap <= SWITCH_GAP_MAX_S:
+                out[kind].append(gap)
+    return out
+
+
+def worker_switch_s(traces: list[list[TraceRecord]]) -> dict[str, tuple[float, int]]:
+    """Per kind of :data:`SWITCH_KINDS`: the median of its samples over ``traces`` and their number
+    ``(0.0, 0)`` without one)."""
+    samples: dict[str, list[float]] = {k: [] for k in SWITCH_KINDS}
+    for trace in traces:
+        for kind, values in worker_switch_gaps(trace).items():
+            samples[kind] += values
+    return {k: ((float(statistics.median(v)), len(v)) if v else (0.0, 0)) for k, v in samples.items()}

@@ -14,7 +14,9 @@
 6. the executor runtime's own latencies outside the units (synthetic requests on a small model of the
    same family, :mod:`calibration.bench_runtime`): ``dispatch_s``, ``handoff_s``, ``step_start_s``, and a
    per-unit part added to ``unit_overhead_s`` (the fitted launch part and the runtime part are both in the
-   provenance) and to the compute profiles;
+   provenance) and to the compute profiles; from the busy pipelines of step 9 (the concurrency runs) the
+   workers' own time after a hand-off or a token before they serve the next queued request
+   (``worker_after_hop_s``, ``worker_after_token_s``, :func:`calibration.bench_runtime.worker_switch_gaps`);
 7. on CPU virtual devices, the host cores that compute threads share (:mod:`calibration.bench_host`:
    ``host_cores``), how much slower the loaders copy while every device computes
    (``copy_interference_per_job``) and the loaders' per-unit work (``unit_load_cpu_s``; loader CPU per byte is
@@ -279,11 +281,13 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
 
 def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.device, dtype: str,
                     bar: Progress, threads: int = 1, n_devices: int = 1,
-                    host_cores: float | None = None) -> list[ComputeProfile]:
+                    host_cores: float | None = None,
+                    busy_traces: list | None = None) -> list[ComputeProfile]:
     """Compute profiles of ``req.preset`` and each ``req.profile_presets`` model on ``device`` (one thread
     count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum),
     each scaled by its in-run factors (:func:`calibration.bench_profile.in_run_factors`) and, on 2 or more
-    CPU virtual devices, with its concurrency slowdown (:func:`calibration.bench_profile.concurrency_slowdown`)."""
+    CPU virtual devices, with its concurrency slowdown (:func:`calibration.bench_profile.concurrency_slowdown`),
+    whose executor traces (busy pipelines) are appended to ``busy_traces`` when given."""
     bar.stage("compute profiles")
     deadline = budget.phase(SHARES["profiles"])
     old_threads = torch.get_num_threads()
@@ -308,7 +312,8 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
             n = min(n_devices, model.num_layers)
             if device.type == "cpu" and n >= 2:
                 measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n, host_cores,
-                                                              runs=1 if short else bench_profile.CONCURRENCY_RUNS)
+                                                              runs=1 if short else bench_profile.CONCURRENCY_RUNS,
+                                                              traces=busy_traces)
                 slowdowns = {phase: value for phase, (value, _) in measured.items()}
                 info["concurrency_slowdown_calls"] = {phase: [value, calls, n]
                                                       for phase, (value, calls) in measured.items()}
@@ -364,8 +369,12 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
         extras.update(bench_failure.measure_failure(model_dir, req.preset, dtype, executor_device_spec(req.devices),
                                                     n_stages, link_gbps=req.link_gbps or 2.0))
         bar.tick()
+        busy: list = []
         profiles = _phase_profiles(req, budget, devices[0], dtype, bar, n_devices=len(devices),
-                                   host_cores=extras.get("host_cores"))
+                                   host_cores=extras.get("host_cores"), busy_traces=busy)
+        switch = bench_runtime.worker_switch_s(busy)  # the workers' own hand-off / token work, busy pipelines
+        extras["worker_switch_s_samples"] = {k: list(v) for k, v in switch.items()}
+        extras.update({f"runtime_worker_{k}": v for k, (v, _) in switch.items()})
     finally:
         bar.close()
     extras["runtime_overhead_per_unit_s"] = runtime_s

@@ -45,6 +45,10 @@ Default parameters and where they come from:
   (and a token reaching stage 0 on another device for the next step); ``step_start_s``: a token to the next
   step on the same device. ``unit_wake_s = 0``: a unit landing on a device to the start of the compute that
   waited for it (execute-while-load: the waiting worker's wake-up; 1-2 ms on the CPU executor).
+  ``worker_after_hop_s = worker_after_token_s = 0``: the device worker's own time after it handed a stage's
+  output to another device, or after its last stage emitted a token (the greedy pick, the next step queued),
+  before it starts the units of another micro-batch already waiting for it (0.1-0.2 ms on the CPU executor,
+  while the other devices compute); the micro-batch it served does not wait for it.
 * ``compute_profiles = ()``: measured per-unit compute of model shapes on this machine
   (:mod:`pipeboost.compute_profile`, written by ``pipeboost calibrate``). A model whose shape has a profile
   is costed from the measurements (``profiled_s`` plus the profile's runtime overhead); others use the
@@ -90,6 +94,8 @@ class CostParams:
     handoff_s: float = 0.0
     step_start_s: float = 0.0
     unit_wake_s: float = 0.0
+    worker_after_hop_s: float = 0.0
+    worker_after_token_s: float = 0.0
     compute_profiles: tuple[ComputeProfile, ...] = field(default=(), hash=False)
     provenance: Mapping[str, Any] = field(default_factory=lambda: {"source": "defaults (datasheets)"},
                                           hash=False, compare=False)

@@ -21,7 +21,10 @@ held only while resident units run. Between stages the activation is handed off 
 the next stage's worker picks it up ``params.handoff_s`` later (outside the stage's turn); a micro-batch's
 prefill starts ``params.dispatch_s`` after it is formed and each decode step ``handoff_s`` after the token
 when the last stage's GPU is not stage 0's (else ``step_start_s``), and a unit that was waited for starts
-``params.unit_wake_s`` after it landed: the serving runtime's own latencies, 0 by default.
+``params.unit_wake_s`` after it landed: the serving runtime's own latencies, 0 by default. After a stage's
+hop, or the last stage's token, the GPU's worker is busy for ``params.worker_after_hop_s`` or
+``params.worker_after_token_s``: another micro-batch's units start on that GPU no earlier (the one that left
+goes on at once).
 A failure of any stage GPU interrupts every in-flight micro-batch of the instance: their requests are
 requeued at detection and re-prefilled with prompt plus generated tokens.
 """
@@ -224,12 +227,29 @@ def _stage_and_hop(inst: "Instance", s: int, kind: str, unit_cost: Callable[[int
     g = inst.stage_gpus[s]
     yield from _run_stage(inst, g, s, kind, unit_cost, reqs)
     nxt = inst.stage_gpus[s + 1] if s + 1 < n else g
+    params = inst.ctx.costs.params
     if nxt != g:
         t0 = env.now
         nbytes = inst.ctx.scenario.model.activation_bytes(tokens_total)
         yield env.timeout(inst.ctx.costs.hop_s(tokens_total))
         inst.ctx.tracer.interval(TraceKind.HOP, t0, env.now, gpu=g, stage=s, nbytes=nbytes,
                                  attrs={"to": nxt, "kind": kind})
+        _worker_busy_after(inst, g, params.worker_after_hop_s)
+    elif s == n - 1:  # the token is emitted now (the caller's _emit_tokens)
+        _worker_busy_after(inst, g, params.worker_after_token_s)
+
+
+def _worker_busy_after(inst: "Instance", g: int, seconds: float) -> None:
+    """GPU ``g``'s worker spends ``seconds`` on the active micro-batch's hand-off or token from now on."""
+    if seconds > 0:
+        inst.ctx.gpus[g].worker_busy = (inst.env.now + seconds, inst.env.active_process)
+
+
+def _wait_worker(inst: "Instance", g: int) -> Generator[simpy.Event, object, None]:
+    """Wait until GPU ``g``'s worker is done with another micro-batch's hand-off or token."""
+    until, owner = inst.ctx.gpus[g].worker_busy
+    if owner is not inst.env.active_process and until > inst.env.now:
+        yield inst.env.timeout(until - inst.env.now)
 
 
 def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[[int], float],
@@ -243,6 +263,7 @@ def _run_stage(inst: "Instance", g: int, s: int, kind: str, unit_cost: Callable[
         parts = ("stage",) if inst.stage_gpus.index(g) == s else ("stage", "rest")
         for name in dict.fromkeys(r.adapter for r in reqs):
             yield from lora.ensure(inst, g, name, parts)
+    yield from _wait_worker(inst, g)
     i = 0
     while i < len(units):
         if units[i] not in gpu.resident:

@@ -36,6 +36,9 @@ class GPUState:
         self.decode_iters = 0
         self.transfer: tuple[Any, simpy.Event, int, int] | None = None  # (network, done, unit, nbytes)
         self.adapters: dict[tuple[str, str], simpy.Event] = {}  # (adapter, part) -> resident (sim.lora)
+        self.worker_busy: tuple[float, object] = (0.0, None)
+        """(time, owner): the device's worker is busy until ``time`` with ``owner``'s hand-off or token
+        (``worker_after_hop_s``, ``worker_after_token_s``); another micro-batch starts its units after it."""
 
     def ready_event(self, unit: int) -> simpy.Event:
         """Event that fires when ``unit`` becomes resident (already triggered if it is)."""

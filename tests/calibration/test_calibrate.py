@@ -59,6 +59,11 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
         max(0.0, alone_rate / busy_rate - 1.0) / (2 * max(1.0, 2 / params.host_cores)))  # cores oversubscribed
     assert len(prov["effective_cores_threads_alone_together"]) == 4
     assert params.dispatch_s > 0 and params.handoff_s > 0 and params.step_start_s > 0
+    # the workers' own hand-off / token time, read from the concurrency runs' busy pipelines (one pass)
+    for kind in ("after_hop_s", "after_token_s"):
+        value, samples = prov["worker_switch_s_samples"][kind]
+        assert getattr(params, f"worker_{kind}") == value >= 0 and (samples > 0 or value == 0)
+    assert prov["worker_switch_s_samples"]["after_token_s"][1] > 0  # 8 requests on two devices: tokens queue
     wake_s, waits = prov["unit_wake_s_samples"]
     assert params.unit_wake_s == wake_s >= 0 and (waits > 0 or wake_s == 0)
     assert 0 < params.failure_detection_s < 0.5 and params.replan_overhead_s >= 0

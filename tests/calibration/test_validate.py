@@ -162,6 +162,36 @@ def test_runtime_gaps_split_unit_gaps_handoffs_step_starts_and_dispatch():
     assert gaps["step_start_s"] == pytest.approx([0.05])  # step 1 ended on gpu 0, step 2 starts there
 
 
+def test_worker_switch_gaps_count_only_requests_that_were_already_waiting():
+    """After a HOP or a token of request 0, gpu 0's next unit of request 1 is a sample when request 1's
+    input was there by then; request 1 arriving later (its ARRIVAL after the HOP) is not the worker's doing."""
+    from calibration.bench_runtime import worker_switch_gaps, worker_switch_s
+    from pipeboost.trace import TraceKind, TraceRecord
+
+    def unit(t0, t1, request, gpu=0, kind=TraceKind.PREFILL):
+        return TraceRecord(t0, t1, kind, gpu=gpu, layer=0, request=request, attrs={"step": 0})
+
+    def hop(t0, t1, request):
+        return TraceRecord(t0, t1, TraceKind.HOP, gpu=0, request=request, attrs={"step": 0, "to": 1})
+
+    trace = [TraceRecord(0.0, 0.0, TraceKind.ARRIVAL, request=0), TraceRecord(0.0, 0.0, TraceKind.ARRIVAL, request=1),
+             unit(0.1, 0.2, 0), hop(0.2, 0.21, 0), unit(0.2103, 0.3, 1),  # request 1 waited: 0.3 ms
+             TraceRecord(0.32, 0.32, TraceKind.ARRIVAL, request=2),
+             hop(0.3, 0.31, 1), unit(0.3205, 0.4, 2),  # request 2 arrived after the HOP: no sample
+             TraceRecord(0.5, 0.5, TraceKind.FIRST_TOKEN, gpu=0, request=2, attrs={"index": 0}),
+             unit(0.5002, 0.6, 0, kind=TraceKind.DECODE),  # request 0's token at 0.31 -> waiting: 0.2 ms
+             TraceRecord(0.6, 0.6, TraceKind.TOKEN, gpu=0, request=0, attrs={"index": 1}),
+             unit(0.6, 0.7, 0, kind=TraceKind.DECODE),  # the same request: not a switch
+             hop(0.7, 0.71, 0), unit(0.72, 0.8, 1, kind=TraceKind.DECODE)]  # 10 ms: waited elsewhere
+    trace.insert(7, TraceRecord(0.31, 0.31, TraceKind.TOKEN, gpu=1, request=0, attrs={"index": 0}))
+    gaps = worker_switch_gaps(trace)
+    assert gaps["after_hop_s"] == pytest.approx([0.0003])
+    assert gaps["after_token_s"] == pytest.approx([0.0002])
+    assert worker_switch_s([trace, trace]) == {"after_hop_s": (pytest.approx(0.0003), 2),
+                                               "after_token_s": (pytest.approx(0.0002), 2)}
+    assert worker_switch_s([]) == {"after_hop_s": (0.0, 0), "after_token_s": (0.0, 0)}
+
+
 def test_end_to_end_latency_is_compared_but_not_counted_in_the_overall_median(tmp_path):
     from calibration.align import compare_traces
     from calibration.validate import ValidationResult

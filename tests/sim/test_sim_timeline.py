@@ -166,6 +166,26 @@ def test_micro_batch_size_one_sends_each_request_through_the_stages_back_to_back
     assert res.finished == 2
 
 
+def test_worker_busy_after_a_hop_or_a_token_delays_the_next_micro_batch_only(tmp_path):
+    """worker_after_hop_s / worker_after_token_s: the GPU's worker hands request 0 off (or emits its token)
+    and only then starts request 1, which was already waiting; request 0 itself goes on at once."""
+    base = _two_together(tmp_path, pipeline_micro_batch_size=1, pipeline_max_in_flight=2)
+    sc = replace(base, params=replace(base.params, worker_after_hop_s=0.003, worker_after_token_s=0.005))
+    res, plain = run_simulation(sc), run_simulation(base)
+    g0, g1 = res.plan.stage_gpus
+    stage0 = res.plan.partition.units_of_stage(0)
+    hop = hop_cost(sc.params, sc.model.activation_bytes(16)).total_s
+    first0 = of_kind(plain.trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s
+    assert of_kind(res.trace, TraceKind.FIRST_TOKEN, request=0)[0].t_start_s == pytest.approx(first0, **EXACT)
+    leave0 = of_kind(res.trace, TraceKind.HOP, gpu=g0)[0].t_end_s
+    start1 = of_kind(res.trace, TraceKind.PREFILL, request=1, gpu=g0)[0].t_start_s
+    assert start1 == pytest.approx(leave0 + 0.003, **EXACT)
+    leave1 = start1 + sum(_compute(sc, u, 16) for u in stage0) + hop
+    assert leave1 < first0 + 0.005  # request 1 reaches stage 1 while its worker finishes request 0's token
+    assert of_kind(res.trace, TraceKind.PREFILL, request=1, gpu=g1)[0].t_start_s == pytest.approx(
+        first0 + 0.005, **EXACT)
+
+
 def test_default_pipeline_groups_requests_into_one_micro_batch(tmp_path):
     res = run_simulation(_two_together(tmp_path))
     firsts = [of_kind(res.trace, TraceKind.FIRST_TOKEN, request=i)[0].t_start_s for i in (0, 1)]
