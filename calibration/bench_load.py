@@ -55,8 +55,11 @@ def _unit_bytes(reader: CheckpointReader, units: list[int]) -> int:
 
 def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_per_s: float | None,
                        timeout_s: float = 120.0) -> UnitLoadRun:
-    """Cold-load every unit onto every device at once, as the engine does; return the LOAD records."""
+    """Cold-load every unit onto every device at once, as the engine does (from a host pool on CPU virtual
+    devices, :func:`executor.engine.run_executor`); return the LOAD records."""
     reader = CheckpointReader(model_dir)
+    if all(d.type == "cpu" for d in devices):
+        reader.fill_host_pool()
     units = list(range(-1, reader.config.num_hidden_layers + 1))
     capacity = _unit_bytes(reader, units) + 8 * ALIGN_BYTES
     devs = [Device(i, d, Arena(capacity, d, i)) for i, d in enumerate(devices)]

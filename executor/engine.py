@@ -201,7 +201,7 @@ def collector_paused() -> Iterator[None]:
 def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], faults: Sequence[Any] = (), *,
                  devices: str = "cpu:2", link_bandwidth_bytes_per_s: float | None = None,
                  recovery_policy: RecoveryPolicy | None = None, seed: int = 0,
-                 execute_while_load: bool = True, threads_per_device: int = 1, host_pool: bool = False,
+                 execute_while_load: bool = True, threads_per_device: int = 1, host_pool: bool | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, adapters: Mapping[str, Path] | None = None,
                  adapter_mode: str = "unmerged", adapter_epoch_s: float = 0.5,
                  adapter_preload: Sequence[str] | None = None, max_batch_size: int = 8) -> ExecutorResult:
@@ -213,7 +213,11 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     (``None``: as fast as memory copies). ``recovery_policy`` defaults to :func:`default_recovery_policy`.
     ``execute_while_load=False`` makes each stage wait until all its units are resident. ``host_pool``: copy
     the checkpoint into a host pool (pinned on CUDA) before time zero and load from it instead of the
-    page-cache mapping (ServerlessLLM-style).
+    page-cache mapping (ServerlessLLM-style); ``None`` (the default): on CPU virtual devices only. There the
+    page-cache mapping made loads uneven: the first copy of a page in a run page-faults (the loader's CPU per
+    byte 1.5-2x a copy of mapped memory) and pages the VM reclaimed meanwhile are read from disk (a unit
+    once took 111 ms instead of 14 ms, and the compute threads stalled with it); the pool is ordinary
+    memory, mapped before time zero, the host memory that weights come from (``serving.source: host``).
     ``adapters``: LoRA adapter folders by name; a request's ``adapter`` attribute picks one (``None``: base).
     ``adapter_mode`` ``unmerged`` or ``merged`` (epochs of ``adapter_epoch_s``), ``adapter_preload`` the
     names loaded at time zero (default: all); see :mod:`executor.lora_runtime`.
@@ -231,7 +235,7 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
         raise PlanError("the executor does not run tensor_parallel plans; use pipeboost, pipeline_only "
                         "or load_then_run")
     unit_bytes = validate_checkpoint(reader, model.units(), dtype)
-    if host_pool:
+    if host_pool or (host_pool is None and devices.startswith("cpu")):
         reader.fill_host_pool(pin=devices.startswith("cuda"))
     fault_list = [ExecutorFault.from_obj(f) for f in faults]
     devs = _make_devices(plan, devices, unit_bytes)

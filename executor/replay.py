@@ -92,7 +92,9 @@ def replay_scenario(scenario: Scenario, work_dir: Path) -> ExecutorResult:
                             scenario_faults(scenario), devices=scenario.executor.devices,
                             link_bandwidth_bytes_per_s=link * 1e9 if link else None,
                             recovery_policy=recovery_policy(scenario.policies.recovery), seed=scenario.seed,
-                            max_batch_size=scenario.serving.max_batch_size, **adapter_options(scenario, work_dir))
+                            max_batch_size=scenario.serving.max_batch_size,
+                            host_pool=None if scenario.serving.source == "host" else False,
+                            **adapter_options(scenario, work_dir))
     except PlanError as exc:
         raise ScenarioError(str(exc), file=scenario.source_file, key_path="executor.devices",
                             fix=f"give at least {len(plan.gpus)} devices (serving.cold_start_gpus)") from None

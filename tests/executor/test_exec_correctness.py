@@ -97,3 +97,21 @@ def test_opt125m_sized_model_two_devices(model_dirs, reference_tokens):
     result = run_executor(plan, model_dir, requests, [], devices="cpu:2")
     _check_tokens(result, model_dir, requests, reference_tokens)
     assert_compute_after_load(result.trace)
+
+
+@pytest.mark.parametrize("host_pool,filled", [(None, True), (False, False), (True, True)])
+def test_cpu_devices_load_from_a_host_pool_by_default(host_pool, filled, model_dirs, reference_tokens, monkeypatch):
+    """On CPU virtual devices the checkpoint is copied into a host pool before time zero unless
+    ``host_pool=False`` (the page-cache mapping is then the source); the tokens are the same either way."""
+    from executor.checkpoint import CheckpointReader
+
+    calls = []
+    fill = CheckpointReader.fill_host_pool
+    monkeypatch.setattr(CheckpointReader, "fill_host_pool",
+                        lambda self, *a, **k: calls.append(k) or fill(self, *a, **k))
+    model_dir = model_dirs("llama-tiny")
+    requests = [Req(0, 0.0, 7, 4), Req(1, 0.001, 5, 3)]
+    result = run_executor(make_plan(4, (0, 2, 4)), model_dir, requests, [], devices="cpu:2", seed=2,
+                          host_pool=host_pool)
+    assert calls == ([{"pin": False}] if filled else [])
+    _check_tokens(result, model_dir, requests, reference_tokens)

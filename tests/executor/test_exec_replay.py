@@ -48,3 +48,19 @@ def test_replay_with_too_few_devices_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(tmp_path / "s.yaml"), "--engine", "executor", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "executor.devices" in err and "give at least 2 devices" in err
+
+
+def test_replay_loads_from_the_host_pool_only_when_weights_come_from_host_memory(tmp_path, monkeypatch):
+    """``serving.source: host`` (the default) leaves the pool to run_executor (on CPU virtual devices: one);
+    ``nvme`` reads the checkpoint file itself."""
+    import executor.replay as replay
+    from executor.replay import replay_scenario
+
+    seen = []
+    monkeypatch.setattr(replay, "run_executor", lambda *a, **k: seen.append(k["host_pool"]))
+    for source in ("host", "nvme"):
+        cluster = {"preset": "2xcpu-virtual", "host": {"nvme_bandwidth_gbps": 3.0}}
+        doc = dict(SCENARIO, cluster=cluster, serving={"cold_start_gpus": 2, "source": source}, faults=[])
+        (tmp_path / f"{source}.yaml").write_text(yaml.safe_dump(doc))
+        replay_scenario(load_scenario(tmp_path / f"{source}.yaml"), tmp_path / "work")
+    assert seen == [None, False]
