@@ -215,9 +215,9 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
     the checkpoint into a host pool (pinned on CUDA) before time zero and load from it instead of the
     page-cache mapping (ServerlessLLM-style); ``None`` (the default): on CPU virtual devices only. There the
     page-cache mapping made loads uneven: the first copy of a page in a run page-faults (the loader's CPU per
-    byte 1.5-2x a copy of mapped memory) and pages the VM reclaimed meanwhile are read from disk (a unit
-    once took 111 ms instead of 14 ms, and the compute threads stalled with it); the pool is ordinary
-    memory, mapped before time zero, the host memory that weights come from (``serving.source: host``).
+    byte 1.5-2x a copy of mapped memory) and pages the VM reclaimed meanwhile are read back from disk (single
+    14 MB units stalled for up to 111 ms in suite runs); the pool is ordinary memory, mapped before time zero:
+    the host memory that weights come from (``serving.source: host``).
     ``adapters``: LoRA adapter folders by name; a request's ``adapter`` attribute picks one (``None``: base).
     ``adapter_mode`` ``unmerged`` or ``merged`` (epochs of ``adapter_epoch_s``), ``adapter_preload`` the
     names loaded at time zero (default: all); see :mod:`executor.lora_runtime`.
