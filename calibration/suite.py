@@ -9,7 +9,8 @@ whether the policy the simulator picks is within 5% of the best measured one. ``
 ``QUICK`` file (a small CI subset). Calibration never reads this folder (it uses microbenchmarks only).
 
 ``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]
-[--reuse-executor DIR]`` (``--reuse-executor``: re-simulate only, against an earlier run's executor traces)
+[--reuse-executor DIR] [--repeats K] [--speed-probe]`` (``--reuse-executor``: re-simulate only, against an
+earlier run's executor traces; ``--speed-probe``: :mod:`calibration.speed_probe`)
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from calibration.align import ALL_COMPONENTS, validation_scenario
 from calibration.repeats import repeat_traces, trace_name
+from calibration.speed_probe import SpeedProbe, probed_models, speed_factors, with_speed
 from calibration.validate import ValidationResult, error_stats, executor_trace, row_stats, validate_scenario
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError, report_error
@@ -77,14 +79,16 @@ def _mean_ttft(trace_paths: list[Path]) -> float | None:
     return statistics.fmean(means) if means else None
 
 
-def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, repeats: int) -> None:
+def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, repeats: int,
+                        after_round: Callable[[int], object] | None = None) -> None:
     """Run the executor ``repeats`` times on every file's common scenario, round by round (each round runs
     every scenario once, in suite order), writing ``out_dir/<scenario>/executor/trace*.jsonl``.
 
     The machine's speed swings by up to 10% within minutes: with a scenario's repeats back to back, one slow
     window could hold all of them (session 6: every request of one scenario 10-13% late in one run), while
     spread over the rounds it holds one repeat of several scenarios, which each scenario's median of its
-    repeats then rejects."""
+    repeats then rejects.
+    ``after_round(k)`` is called after round ``k`` (the speed probe, :mod:`calibration.speed_probe`)."""
     scenarios = [load_scenario(path) for path in files]
     commons = [validation_scenario(sc, params, out_dir / sc.name) for sc in scenarios]
     for run in range(repeats):
@@ -93,16 +97,18 @@ def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, re
             folder = out_dir / scenario.name / "executor"
             folder.mkdir(parents=True, exist_ok=True)
             write_jsonl(executor_trace(common, out_dir, out_dir / "cache"), folder / trace_name(run))
+        if after_round is not None:
+            after_round(run)
 
 
 def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None,
-              repeats: int = 1) -> list[SuiteEntry]:
+              repeats: int = 1, after_round: Callable[[int], object] | None = None) -> list[SuiteEntry]:
     """Validate every file (the executor ``repeats`` times each, interleaved over the suite:
     :func:`measure_interleaved`); checkpoints are cached once under ``out_dir/cache``. ``reuse``: an earlier
     suite output folder whose executor traces (all its repeats) are compared instead of running the executor
     again."""
     if reuse is None and repeats > 1:
-        measure_interleaved(files, params, out_dir, repeats)
+        measure_interleaved(files, params, out_dir, repeats, after_round)
         reuse = out_dir
     entries = []
     for path in files:
@@ -267,13 +273,24 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
 
 
 def run_suite_command(folder: Path, params: CostParams, threshold: float, out: str | None, quick: bool,
-                      reuse: str | None = None, repeats: int = 1) -> int:
-    """Run, print, write ``suite.csv``; 1 when the median error over all rows exceeds ``threshold``."""
+                      reuse: str | None = None, repeats: int = 1, speed_probe: bool = False) -> int:
+    """Run, print, write ``suite.csv``; 1 when the median error over all rows exceeds ``threshold``.
+    ``speed_probe``: also measure the machine's speed once per round and print the suite re-simulated with it
+    (:func:`speed_corrected`); the exit status and the goal lines stay those of ``params``."""
     if repeats < 1:
         raise PipeBoostError(f"--repeats must be at least 1, got {repeats}")
+    if speed_probe and reuse:
+        raise PipeBoostError("--speed-probe measures the machine while the executor runs; drop --reuse-executor "
+                             "or --speed-probe")
     out_dir = Path(out or "runs/validation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = run_suite(suite_files(folder, quick), params, out_dir, Path(reuse) if reuse else None, repeats)
+    files = suite_files(folder, quick)
+    probe = None
+    if speed_probe:
+        models = probed_models(params, ((s.model.name, s.model.dtype) for s in map(load_scenario, files)))
+        probe = SpeedProbe(params, models, out_dir / "cache" / "speed-probe")
+    entries = run_suite(files, params, out_dir, Path(reuse) if reuse else None, repeats,
+                        after_round=(lambda _run: probe.run()) if probe else None)
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
     with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
@@ -282,9 +299,36 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
         writer.writeheader()
         writer.writerows(ranks)
     print(format_suite(entries, errors, ranks))
+    if probe is not None:
+        print("\n" + speed_corrected(files, params, probe, out_dir, repeats))
     print(f"\nwrote {out_dir}/suite.csv, ranks.csv and one folder per scenario")
     median = errors["all"]["median"]
     return 0 if median is not None and median <= threshold else 1
+
+
+def speed_corrected(files: list[Path], params: CostParams, probe: SpeedProbe, out_dir: Path, repeats: int) -> str:
+    """The suite re-simulated against ``out_dir``'s executor traces with ``params``' profiles scaled by the
+    machine's speed during the run (:func:`calibration.speed_probe.speed_factors` of ``probe``'s rounds;
+    one probe now if it has none); writes ``out_dir/speed_probe.json`` and returns the printed lines."""
+    if not probe.rounds:
+        probe.run()
+    factors = speed_factors(probe.rounds)
+    entries = run_suite(files, with_speed(params, factors), out_dir / "speed-corrected", reuse=out_dir,
+                        repeats=repeats)
+    errors = suite_errors(entries)
+    drift, _ = machine_drift(entries)
+    (out_dir / "speed_probe.json").write_text(json.dumps(
+        {"rounds": probe.rounds, "factors": factors,
+         "corrected": {c: errors[c] for c in NOISE_COMPONENTS}, "corrected_drift": drift}, indent=1))
+    lines = [f"speed probe ({len(probe.rounds)} rounds; executor time / calibrated profile, median): " + "; ".join(
+        f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k.startswith("layer/")) for m, f in factors.items())]
+    for comp in NOISE_COMPONENTS:
+        st = errors[comp]
+        lines.append(f"with the machine's speed during the run: {comp} median {pct(st['median'])} p95 "
+                     f"{pct(st['p95'])} (goal {'met' if goal_met(st) else 'not met'})")
+    if drift is not None:
+        lines.append(f"  machine drift left: {drift:+.1%}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,11 +342,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare with the executor traces of an earlier suite output DIR (no executor run)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="executor runs per scenario; each quantity is their median (default 1)")
+    parser.add_argument("--speed-probe", action="store_true",
+                        help="measure the machine's speed once per round (the calibration's in-run runs) and "
+                             "also print the suite re-simulated with it (the goal lines stay the plain ones)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_suite_command(Path(args.dir), load_params_file(args.params), args.threshold, args.out,
-                                 args.quick, args.reuse_executor, args.repeats)
+                                 args.quick, args.reuse_executor, args.repeats, args.speed_probe)
     except PipeBoostError as exc:
         return report_error(exc)
 
