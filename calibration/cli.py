@@ -89,5 +89,8 @@ def add_validate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="with --suite: only the scenarios marked quick")
     p.add_argument("--repeats", type=int, default=1,
                    help="executor runs per scenario; each measured quantity is their median (default 1)")
+    p.add_argument("--speed-probe", action="store_true",
+                   help="with --suite: measure the machine's speed once per round (calibration's in-run runs) "
+                        "and also print the suite re-simulated with it (the goal lines stay the plain ones)")
     p.set_defaults(func=_cmd_validate)
     return p

@@ -198,9 +198,11 @@ def run_validate_command(args: argparse.Namespace) -> int:
         from calibration.suite import run_suite_command
 
         return run_suite_command(Path(args.suite), params, args.threshold, args.out, args.quick,
-                                 repeats=args.repeats)
+                                 repeats=args.repeats, speed_probe=args.speed_probe)
     if not args.scenario:
         raise PipeBoostError("give a SCENARIO file or --suite DIR")
+    if args.speed_probe:
+        raise PipeBoostError("--speed-probe needs --suite DIR (it probes once per round of the suite's runs)")
     scenario = load_scenario(args.scenario)
     out = Path(args.out or Path("runs") / f"validate-{scenario.name}")
     result = validate_scenario(scenario, params, out, repeats=args.repeats)
