@@ -78,11 +78,14 @@ def speed_factors(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
                      for k in sorted(ks)} for preset, ks in keys.items()}
 
 
-def with_speed(params: CostParams, factors: dict[str, dict[str, float]], dtype: str = "float32") -> CostParams:
-    """``params`` with the compute profile of each model in ``factors`` scaled by its factors
-    (:func:`calibration.bench_profile.scaled`: prefill and decode of embedding, layers and head)."""
+def with_speed(params: CostParams, factors: dict[str, dict[str, float]],
+               dtypes: dict[str, str] | None = None) -> CostParams:
+    """``params`` with the compute profile of each model in ``factors`` (dtype from ``dtypes``, default
+    float32) scaled by its factors (:func:`calibration.bench_profile.scaled`: prefill and decode of
+    embedding, layers and head)."""
     profiles = list(params.compute_profiles)
     for preset, model_factors in factors.items():
+        dtype = (dtypes or {}).get(preset, "float32")
         model = model_spec_from_hf_config(preset_config(preset), name=preset, dtype=dtype)
         profile = params.profile_for(model)
         if profile is None:

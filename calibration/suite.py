@@ -313,15 +313,16 @@ def speed_corrected(files: list[Path], params: CostParams, probe: SpeedProbe, ou
     if not probe.rounds:
         probe.run()
     factors = speed_factors(probe.rounds)
-    entries = run_suite(files, with_speed(params, factors), out_dir / "speed-corrected", reuse=out_dir,
-                        repeats=repeats)
+    corrected = with_speed(params, factors, dict(probe.models))
+    entries = run_suite(files, corrected, out_dir / "speed-corrected", reuse=out_dir, repeats=repeats)
     errors = suite_errors(entries)
     drift, _ = machine_drift(entries)
     (out_dir / "speed_probe.json").write_text(json.dumps(
         {"rounds": probe.rounds, "factors": factors,
          "corrected": {c: errors[c] for c in NOISE_COMPONENTS}, "corrected_drift": drift}, indent=1))
-    lines = [f"speed probe ({len(probe.rounds)} rounds; executor time / calibrated profile, median): " + "; ".join(
-        f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k.startswith("layer/")) for m, f in factors.items())]
+    layers = "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k.startswith("layer/"))
+                       for m, f in factors.items())
+    lines = [f"speed probe ({len(probe.rounds)} rounds; executor time / calibrated profile, median): {layers}"]
     for comp in NOISE_COMPONENTS:
         st = errors[comp]
         lines.append(f"with the machine's speed during the run: {comp} median {pct(st['median'])} p95 "

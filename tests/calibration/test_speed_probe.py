@@ -37,6 +37,8 @@ def test_with_speed_scales_only_the_probed_models_profiles():
     assert llama == params.compute_profiles[1]
     with pytest.raises(Exception, match="no compute profile of smollm2-135m"):
         with_speed(params, {"smollm2-135m": {"layer/prefill": 1.1}})
+    with pytest.raises(Exception, match="no compute profile of opt-tiny"):  # the profile is of float32 weights
+        with_speed(params, {"opt-tiny": {"layer/prefill": 1.1}}, {"opt-tiny": "float16"})
 
 
 def test_probe_measures_each_profiled_model_once_per_round(tmp_path, monkeypatch):
