@@ -24,9 +24,11 @@ from typing import Iterable
 
 from calibration.bench_profile import in_run_factors, scaled
 from executor.checkpoint import make_checkpoint
+from pipeboost.compute_profile import ComputeProfile
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
 from pipeboost.model_config import model_spec_from_hf_config, preset_config
+from pipeboost.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,7 @@ class SpeedProbe:
         :attr:`rounds`."""
         out = {}
         for preset, dtype in self.models:
-            model = model_spec_from_hf_config(preset_config(preset), name=preset, dtype=dtype)
-            profile = self.params.profile_for(model)
+            model, profile = _profiled(self.params, preset, dtype)
             model_dir = self.cache / f"{preset}-{dtype}-seed0"
             if not (model_dir / "config.json").exists():
                 make_checkpoint(preset_config(preset), model_dir, seed=0, dtype=dtype)
@@ -60,12 +61,13 @@ class SpeedProbe:
 def probed_models(params: CostParams, presets: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The ``(preset, dtype)`` pairs, once each in first-seen order, that have a compute profile in ``params``
     (the others are costed by the roofline, which the probe does not scale)."""
-    out = []
-    for preset, dtype in dict.fromkeys(presets):
-        model = model_spec_from_hf_config(preset_config(preset), name=preset, dtype=dtype)
-        if params.profile_for(model) is not None:
-            out.append((preset, dtype))
-    return tuple(out)
+    return tuple(pair for pair in dict.fromkeys(presets) if _profiled(params, *pair)[1] is not None)
+
+
+def _profiled(params: CostParams, preset: str, dtype: str) -> tuple[ModelSpec, ComputeProfile | None]:
+    """The model spec of ``preset`` at ``dtype`` and its compute profile in ``params`` (None: none)."""
+    model = model_spec_from_hf_config(preset_config(preset), name=preset, dtype=dtype)
+    return model, params.profile_for(model)
 
 
 def speed_factors(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -85,9 +87,7 @@ def with_speed(params: CostParams, factors: dict[str, dict[str, float]],
     embedding, layers and head)."""
     profiles = list(params.compute_profiles)
     for preset, model_factors in factors.items():
-        dtype = (dtypes or {}).get(preset, "float32")
-        model = model_spec_from_hf_config(preset_config(preset), name=preset, dtype=dtype)
-        profile = params.profile_for(model)
+        _, profile = _profiled(params, preset, (dtypes or {}).get(preset, "float32"))
         if profile is None:
             raise PipeBoostError(f"speed probe: the params have no compute profile of {preset}")
         index = profiles.index(profile)
