@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         from executor.engine import run_executor
-        from executor.checkpoint import make_checkpoint
+        from executor.checkpoint import cached_checkpoint
 
         params = load_params_file(args.params)
         try:
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile is None:
             raise PipeBoostError(f"{args.params}: no compute profile of {args.preset}; calibrate it with "
                                  f"--model {args.preset}")
-        model_dir = Path(args.checkpoints) / f"{args.preset}-float32-seed0"
-        if not (model_dir / "config.json").exists():
-            make_checkpoint(config, model_dir, seed=0, dtype="float32")
+        model_dir = cached_checkpoint(config, Path(args.checkpoints) / f"{args.preset}-float32-seed0")
         link = args.link_gbps * 1e9
         plan = pipeline_plan(args.preset, "float32", args.devices, "pipeboost", "own_stage_first_then_next")
         groups: dict[tuple[int, int], list[float]] = collections.defaultdict(list)

@@ -10,7 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from executor.checkpoint import make_checkpoint  # noqa: E402
+from executor.checkpoint import cached_checkpoint  # noqa: E402
 from pipeboost.plan import LoadPlan, PartitionPlan, Plan
 from pipeboost.workload import Request  # noqa: E402
 
@@ -21,8 +21,7 @@ Req = Request  # a request as the engine reads it (id, arrival_s, prompt_tokens,
 def checkpoint(preset: str, dtype: str, model_dir: str | None) -> Path:
     """``model_dir`` if given (made if empty), else a fresh temp checkpoint of ``preset``."""
     out = Path(model_dir) if model_dir else Path(tempfile.mkdtemp(prefix=f"pb-{preset}-"))
-    if not (out / "config.json").exists():
-        make_checkpoint(preset, out, seed=0, dtype=dtype)
+    cached_checkpoint(preset, out, seed=0, dtype=dtype)
     for path in out.glob("*.safetensors"):  # warm the page cache: the host source is memory
         path.read_bytes()
     return out

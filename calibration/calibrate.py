@@ -57,7 +57,7 @@ from calibration.passes import median_params
 from calibration.assemble import Measurements, fit_measurements
 from calibration.progress import Progress
 from calibration.provenance import build_provenance
-from executor.checkpoint import make_checkpoint
+from executor.checkpoint import cached_checkpoint
 from executor.devices import parse_devices
 from executor.hf import hf_config, torch_dtype
 from pipeboost.compute_profile import ComputeProfile, shape_key
@@ -144,11 +144,7 @@ def _max_copy_bytes(kind: str, link_bytes_per_s: float | None, phase_s: float, n
 
 
 def _checkpoint(req: CalibrationRequest, config: dict[str, Any], dtype: str) -> Path:
-    path = Path(req.cache_dir) / f"{req.preset}-{dtype}-seed0"
-    if not (path / "config.json").exists():
-        log.info("making random checkpoint %s", path)
-        make_checkpoint(config, path, seed=0, dtype=dtype)
-    return path
+    return cached_checkpoint(config, Path(req.cache_dir) / f"{req.preset}-{dtype}-seed0", seed=0, dtype=dtype)
 
 
 def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: list[torch.device],

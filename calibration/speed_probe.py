@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from calibration.bench_profile import in_run_factors, scaled
-from executor.checkpoint import make_checkpoint
+from executor.checkpoint import cached_checkpoint
 from pipeboost.compute_profile import ComputeProfile
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
@@ -49,9 +49,7 @@ class SpeedProbe:
         out = {}
         for preset, dtype in self.models:
             model, profile = _profiled(self.params, preset, dtype)
-            model_dir = self.cache / f"{preset}-{dtype}-seed0"
-            if not (model_dir / "config.json").exists():
-                make_checkpoint(preset_config(preset), model_dir, seed=0, dtype=dtype)
+            model_dir = cached_checkpoint(preset, self.cache / f"{preset}-{dtype}-seed0", seed=0, dtype=dtype)
             out[preset] = in_run_factors(profile, model, model_dir, preset, dtype, runs=1, long_prompt_tokens=None)
         self.rounds.append(out)
         log.info("speed probe: %s", out)

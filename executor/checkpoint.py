@@ -202,3 +202,14 @@ def make_checkpoint(preset_or_config: str | Mapping[str, Any], out_dir: Path, se
     log.info("wrote %s checkpoint (%d tensors, %d file(s)) to %s", config.model_type, len(state),
              len(groups), out_dir)
     return out_dir
+
+
+def cached_checkpoint(preset_or_config: str | Mapping[str, Any], out_dir: Path, seed: int = 0,
+                      dtype: str | torch.dtype = "float32") -> Path:
+    """``out_dir`` if it already holds a checkpoint (its ``config.json``), else :func:`make_checkpoint` there
+    first: random checkpoints made once and reused (calibration, the suite's caches, the replay)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "config.json").exists():
+        log.info("making random checkpoint %s", out_dir)
+        make_checkpoint(preset_or_config, out_dir, seed=seed, dtype=dtype)
+    return out_dir

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from executor.checkpoint import make_checkpoint
+from executor.checkpoint import cached_checkpoint
 from executor.engine import ExecutorResult, run_executor
 from pipeboost.errors import PlanError, ScenarioError
 from pipeboost.policies import build_plan, recovery_policy
@@ -50,11 +50,8 @@ def model_dir_for(scenario: Scenario, work_dir: Path) -> Path:
                                 key_path="executor.model_dir", fix="make one with pipeboost make-checkpoint")
         return path
     name = f"{scenario.model.name}-{scenario.model.dtype}-seed{scenario.seed}"
-    path = Path(work_dir).parent / "checkpoints" / name
-    if not (path / "config.json").exists():
-        log.info("making random checkpoint %s", path)
-        make_checkpoint(dict(scenario.model_config), path, seed=scenario.seed, dtype=scenario.model.dtype)
-    return path
+    return cached_checkpoint(dict(scenario.model_config), Path(work_dir).parent / "checkpoints" / name,
+                             seed=scenario.seed, dtype=scenario.model.dtype)
 
 
 def adapter_options(scenario: Scenario, work_dir: Path) -> dict:
