@@ -18,7 +18,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from calibration.suite import pct, rank_agreement, run_suite, suite_errors, suite_files
+from calibration.suite import load_suite, pct, rank_agreement, run_suite, suite_errors, suite_files
 from pipeboost.costs import CostParams
 from pipeboost.scenario import load_params_file
 
@@ -49,12 +49,12 @@ def main() -> None:
     parser.add_argument("--dir", default="scenarios/validation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    files = suite_files(Path(args.dir))
+    scenarios = load_suite(suite_files(Path(args.dir)))
     print(f"{'variant':36s} {'TTFT median':>11s} {'TTFT p95':>9s} {'load median':>11s} {'load p95':>9s} "
           f"{'Spearman':>9s}   goal {GOAL}")
     for name, params in variants(load_params_file(args.params)).items():
         with tempfile.TemporaryDirectory() as tmp:
-            entries = run_suite(files, params, Path(tmp), reuse=Path(args.reuse))
+            entries = run_suite(scenarios, params, Path(tmp), reuse=Path(args.reuse))
         errors, ranks = suite_errors(entries), rank_agreement(entries)
         rho = " ".join(f"{r['spearman']:.2f}" for r in ranks)
         print(f"{name:36s} {pct(errors['ttft']['median']):>11s} {pct(errors['ttft']['p95']):>9s} "

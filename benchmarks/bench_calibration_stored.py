@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from calibration.suite import (DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, executor_noise, goal_met, machine_drift, pct,
-                               run_suite, suite_errors, suite_files)
+from calibration.suite import (DEFAULT_DIR, GOAL_MEDIAN, GOAL_P95, executor_noise, goal_met, load_suite, machine_drift,
+                               pct, run_suite, suite_errors, suite_files)
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.scenario import load_params_file
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        files = suite_files(Path(args.dir))
+        scenarios = load_suite(suite_files(Path(args.dir)))
         print(f"{'params':40s} {'trace set':24s} {'TTFT median':>11s} {'TTFT p95':>9s} {'load median':>11s} "
               f"{'load p95':>9s} {'drift':>7s} {'exe self p95':>12s}   goal: median <= {pct(GOAL_MEDIAN)}, p95 <= {pct(GOAL_P95)}")
         for params_path in args.params:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             met = 0
             for stored in args.sets:
                 with tempfile.TemporaryDirectory() as tmp:
-                    entries = run_suite(files, params, Path(tmp), reuse=Path(stored))
+                    entries = run_suite(scenarios, params, Path(tmp), reuse=Path(stored))
                 errors = suite_errors(entries)
                 ttft, load = errors["ttft"], errors["load_gpu"]
                 drift, _ = machine_drift(entries)

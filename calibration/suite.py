@@ -23,7 +23,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from calibration.align import ALL_COMPONENTS, validation_scenario
 from calibration.repeats import repeat_traces, trace_name
@@ -33,7 +33,7 @@ from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.metrics import request_metrics
 from pipeboost.policies import build_plan
-from pipeboost.scenario import load_params_file, load_scenario
+from pipeboost.scenario import Scenario, load_params_file, load_scenario
 from pipeboost.trace import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,14 @@ def _mean_ttft(trace_paths: list[Path]) -> float | None:
     return statistics.fmean(means) if means else None
 
 
-def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, repeats: int,
+def load_suite(files: Sequence[Path]) -> list[Scenario]:
+    """The suite's scenarios, each file loaded (parsed and checked) once for the whole suite run."""
+    return [load_scenario(path) for path in files]
+
+
+def measure_interleaved(scenarios: Sequence[Scenario], params: CostParams, out_dir: Path, repeats: int,
                         after_round: Callable[[int], object] | None = None) -> None:
-    """Run the executor ``repeats`` times on every file's common scenario, round by round (each round runs
+    """Run the executor ``repeats`` times on every scenario's common scenario, round by round (each round runs
     every scenario once, in suite order), writing ``out_dir/<scenario>/executor/trace*.jsonl``.
 
     The machine's speed swings by up to 10% within minutes: with a scenario's repeats back to back, one slow
@@ -89,7 +94,6 @@ def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, re
     spread over the rounds it holds one repeat of several scenarios, which each scenario's median of its
     repeats then rejects.
     ``after_round(k)`` is called after round ``k`` (the speed probe, :mod:`calibration.speed_probe`)."""
-    scenarios = [load_scenario(path) for path in files]
     commons = [validation_scenario(sc, params, out_dir / sc.name) for sc in scenarios]
     for run in range(repeats):
         for scenario, common in zip(scenarios, commons):
@@ -101,18 +105,17 @@ def measure_interleaved(files: list[Path], params: CostParams, out_dir: Path, re
             after_round(run)
 
 
-def run_suite(files: list[Path], params: CostParams, out_dir: Path, reuse: Path | None = None,
+def run_suite(scenarios: Sequence[Scenario], params: CostParams, out_dir: Path, reuse: Path | None = None,
               repeats: int = 1, after_round: Callable[[int], object] | None = None) -> list[SuiteEntry]:
-    """Validate every file (the executor ``repeats`` times each, interleaved over the suite:
+    """Validate every scenario (:func:`load_suite`; the executor ``repeats`` times each, interleaved over the suite:
     :func:`measure_interleaved`); checkpoints are cached once under ``out_dir/cache``. ``reuse``: an earlier
     suite output folder whose executor traces (all its repeats) are compared instead of running the executor
     again."""
     if reuse is None and repeats > 1:
-        measure_interleaved(files, params, out_dir, repeats, after_round)
+        measure_interleaved(scenarios, params, out_dir, repeats, after_round)
         reuse = out_dir
     entries = []
-    for path in files:
-        scenario = load_scenario(path)
+    for scenario in scenarios:
         log.info("validating %s", scenario.name)
         traces = repeat_traces(Path(reuse) / scenario.name / "executor") if reuse else []
         if reuse and not traces:
@@ -284,12 +287,12 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
                              "or --speed-probe")
     out_dir = Path(out or "runs/validation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = suite_files(folder, quick)
+    scenarios = load_suite(suite_files(folder, quick))
     probe = None
     if speed_probe:
-        models = probed_models(params, ((s.model.name, s.model.dtype) for s in map(load_scenario, files)))
+        models = probed_models(params, ((s.model.name, s.model.dtype) for s in scenarios))
         probe = SpeedProbe(params, models, out_dir / "cache" / "speed-probe")
-    entries = run_suite(files, params, out_dir, Path(reuse) if reuse else None, repeats,
+    entries = run_suite(scenarios, params, out_dir, Path(reuse) if reuse else None, repeats,
                         after_round=(lambda _run: probe.run()) if probe else None)
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
@@ -300,13 +303,13 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
         writer.writerows(ranks)
     print(format_suite(entries, errors, ranks))
     if probe is not None:
-        print("\n" + speed_corrected(files, params, probe, out_dir, repeats))
+        print("\n" + speed_corrected(scenarios, params, probe, out_dir, repeats))
     print(f"\nwrote {out_dir}/suite.csv, ranks.csv and one folder per scenario")
     median = errors["all"]["median"]
     return 0 if median is not None and median <= threshold else 1
 
 
-def speed_corrected(files: list[Path], params: CostParams, probe: SpeedProbe, out_dir: Path, repeats: int) -> str:
+def speed_corrected(scenarios: Sequence[Scenario], params: CostParams, probe: SpeedProbe, out_dir: Path, repeats: int) -> str:
     """The suite re-simulated against ``out_dir``'s executor traces with ``params``' profiles scaled by the
     machine's speed during the run (:func:`calibration.speed_probe.speed_factors` of ``probe``'s rounds;
     one probe now if it has none); writes ``out_dir/speed_probe.json`` and returns the printed lines."""
@@ -314,7 +317,7 @@ def speed_corrected(files: list[Path], params: CostParams, probe: SpeedProbe, ou
         probe.run()
     factors = speed_factors(probe.rounds)
     corrected = with_speed(params, factors, dict(probe.models))
-    entries = run_suite(files, corrected, out_dir / "speed-corrected", reuse=out_dir, repeats=repeats)
+    entries = run_suite(scenarios, corrected, out_dir / "speed-corrected", reuse=out_dir, repeats=repeats)
     errors = suite_errors(entries)
     drift, _ = machine_drift(entries)
     (out_dir / "speed_probe.json").write_text(json.dumps(
