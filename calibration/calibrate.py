@@ -320,20 +320,46 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
     return profiles
 
 
+def next_pass_budget_s(total_s: float, elapsed_s: float, pass_walls_s: list[float], passes: int) -> float | None:
+    """Seconds for the next measurement pass, or None when it would not fit (``passes`` requested in all).
+
+    The time left is shared by the passes still to run, so a pass that ran long shortens the later ones
+    (each phase keeps its minimum). A pass after the first runs only if the time left is at least the
+    shortest pass so far: the phases' minimum work (executor runs of every profiled model) does not shrink
+    with the budget, and on a slow day three passes of four models took 365 s of the 300 s budget."""
+    done = len(pass_walls_s)
+    if done >= passes:
+        return None
+    left_s = max(0.0, total_s - elapsed_s)
+    if done and left_s < min(pass_walls_s):
+        return None
+    return left_s / (passes - done)
+
+
 def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
-    """Run every phase ``req.passes`` times within ``req.budget_s`` in all, merge the passes (the median of
-    each fitted value, :mod:`calibration.passes`), write ``out`` (YAML) and return the params.
+    """Run every phase up to ``req.passes`` times within ``req.budget_s`` in all (:func:`next_pass_budget_s`:
+    a pass that would not fit is skipped, with a warning), merge the passes (the median of each fitted value,
+    :mod:`calibration.passes`), write ``out`` (YAML) and return the params.
 
     The written file loads with :func:`pipeboost.scenario.load_params_file` (checked before returning).
     """
     if req.passes < 1:
         raise CalibrationError(f"--passes {req.passes}: give 1 or more measurement passes")
     total = Budget(req.budget_s)
-    passes = [_measure(req, k) for k in range(req.passes)]
+    passes: list[CostParams] = []
+    walls_s: list[float] = []
+    while (pass_budget_s := next_pass_budget_s(req.budget_s, total.elapsed_s(), walls_s, req.passes)) is not None:
+        start_s = total.elapsed_s()
+        passes.append(_measure(req, len(passes), pass_budget_s))
+        walls_s.append(total.elapsed_s() - start_s)
+    if len(passes) < req.passes:
+        log.warning("calibrate: %d of %d passes fit in the %.0f s budget (passes took %s s); the file merges %d",
+                    len(passes), req.passes, req.budget_s, ", ".join(f"{w:.0f}" for w in walls_s), len(passes))
     params = median_params(passes)
     wall_s = total.elapsed_s()
     params = params.with_(provenance={**params.provenance, "wall_s": wall_s, "budget_s": req.budget_s,
-                                      "passes": req.passes})
+                                      "passes": len(passes), "passes_requested": req.passes,
+                                      "pass_wall_s": walls_s})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_params_file(params, out)
@@ -342,12 +368,13 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     return params
 
 
-def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
-    """One measurement pass within ``req.budget_s / req.passes``: every phase, fitted."""
+def _measure(req: CalibrationRequest, pass_index: int = 0, budget_s: float | None = None) -> CostParams:
+    """One measurement pass within ``budget_s`` (default ``req.budget_s / req.passes``): every phase, fitted."""
+    budget_s = req.budget_s / req.passes if budget_s is None else budget_s
     devices, config, dtype, gpu = _resolve(req)
     model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
     model_dir = _checkpoint(req, config, dtype)
-    budget = Budget(req.budget_s / req.passes)
+    budget = Budget(budget_s)
     bar = Progress(total=24 + 14 * len(dict.fromkeys((req.preset, *req.profile_presets))), enabled=req.progress)
     try:
         unit_loads, extras = _phase_start_and_loads(req, budget, devices, model_dir, bar, config, pass_index == 0)
@@ -401,7 +428,7 @@ def _measure(req: CalibrationRequest, pass_index: int = 0) -> CostParams:
         extras["runtime_unit_wake_s"] = wake_s
     m = Measurements(sweep, computes, hops, unit_loads, concurrent, extras, profiles)
     prov = build_provenance(req.devices, req.preset, dtype, {
-        "link_cap_gbps": req.link_gbps, "budget_s": req.budget_s / req.passes, "wall_s": budget.elapsed_s(),
+        "link_cap_gbps": req.link_gbps, "budget_s": budget_s, "wall_s": budget.elapsed_s(),
         "compute_threads": 1, "concurrent_layer_compute_slowdown": slowdown,
         "profiled_models": list(dict.fromkeys((req.preset, *req.profile_presets)))})
     return fit_measurements(m, req.link_gbps, gpu, model, prov)

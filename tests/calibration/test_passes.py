@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.calibrate import CalibrationError, CalibrationRequest, calibrate
+from calibration.calibrate import CalibrationError, CalibrationRequest, calibrate, next_pass_budget_s
 from calibration.passes import median_params
 from pipeboost.compute_profile import ComputeProfile, KindProfile
 from pipeboost.costs import CostParams
@@ -56,6 +56,37 @@ def test_a_long_copy_term_is_the_median_of_the_passes_that_measured_it():
 def test_zero_passes_is_refused_before_measuring(tmp_path):
     with pytest.raises(CalibrationError, match="--passes 0"):
         calibrate(CalibrationRequest(devices="cpu:2", preset="opt-tiny", passes=0), tmp_path / "p.yaml")
+
+
+def test_later_passes_share_the_time_left_and_one_that_would_not_fit_is_skipped():
+    assert next_pass_budget_s(300.0, 0.0, [], 3) == 100.0
+    assert next_pass_budget_s(300.0, 120.0, [120.0], 3) == 90.0  # the first ran long: the others get less
+    assert next_pass_budget_s(300.0, 221.0, [120.0, 101.0], 3) is None  # 79 s left < the shortest pass
+    assert next_pass_budget_s(300.0, 190.0, [95.0, 95.0], 3) == 110.0  # a normal day: the third fits
+    assert next_pass_budget_s(300.0, 290.0, [95.0, 95.0, 100.0], 3) is None  # all done
+
+
+def test_calibrate_merges_the_passes_that_fit_the_budget(tmp_path, monkeypatch, caplog):
+    import calibration.budget as budget_mod
+    import calibration.calibrate as cal
+    from pipeboost.scenario import load_params_file
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(budget_mod.time, "perf_counter", lambda: clock["now"])
+    walls, given = iter([120.0, 101.0, 95.0]), []
+
+    def fake_measure(req, pass_index, budget_s):
+        given.append(budget_s)
+        clock["now"] += next(walls)
+        return _params(float(pass_index + 1))
+    monkeypatch.setattr(cal, "_measure", fake_measure)
+    out = tmp_path / "p.yaml"
+    params = calibrate(CalibrationRequest(devices="cpu:2", preset="opt-tiny", passes=3), out)
+    assert given == [100.0, 90.0]
+    prov = load_params_file(out).provenance
+    assert prov["passes"] == 2 and prov["passes_requested"] == 3 and prov["pass_wall_s"] == [120.0, 101.0]
+    assert prov["wall_s"] == 221.0 and params.dispatch_s == 1.5  # the median of the two passes
+    assert "2 of 3 passes fit in the 300 s budget" in caplog.text
 
 
 def test_params_files_pool_into_their_median(tmp_path, capsys):
