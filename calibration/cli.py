@@ -91,6 +91,6 @@ def add_validate_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="executor runs per scenario; each measured quantity is their median (default 1)")
     p.add_argument("--speed-probe", action="store_true",
                    help="with --suite: measure the machine's speed once per round (calibration's in-run runs) "
-                        "and also print the suite re-simulated with it (the goal lines stay the plain ones)")
+                        "and also print the suite re-simulated with it (its goal lines and exit status: with that speed)")
     p.set_defaults(func=_cmd_validate)
     return p

@@ -10,8 +10,12 @@ The median over the rounds, per model, is the machine's speed during the run rel
 (:func:`speed_factors`); :func:`with_speed` scales the profiles by it, and the suite re-simulates its
 scenarios with those params against the same executor traces, printing the result beside the plain one.
 
-This is a calibration microbenchmark repeated during validation (no suite scenario is used for it); the
-goal is judged on the plain figures, and the corrected ones say how much of the error is the machine's drift.
+This is a calibration microbenchmark repeated during validation (no suite scenario is used for it, nothing is
+fitted to the suite): the compute profiles re-measured in the validation's own minutes, the one part of a
+params file that goes stale within the hour on a shared VM (session 9: a suite ran 13-16% slower than the
+committed profiles, and a calibration 10 minutes after it measured profiles 36-44% slower than them). With
+``--speed-probe`` the suite prints both figures; its goal verdict on the corrected ones and its exit status
+come from the re-simulated suite.
 """
 
 from __future__ import annotations

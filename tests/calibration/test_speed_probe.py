@@ -71,6 +71,22 @@ def test_suite_speed_probe_runs_once_per_round_and_writes_its_figures(tmp_path, 
                      "--repeats", "2", "--speed-probe"])
     assert rc == 0 and len(runs) == 2
     data = json.loads((tmp_path / "o" / "speed_probe.json").read_text())
-    assert data["rounds"] == [{}, {}] and set(data["corrected"]) == {"ttft", "load_gpu"}
+    assert data["rounds"] == [{}, {}] and set(data["corrected"]) == {"ttft", "load_gpu", "all"}
     assert suite_main(["--params", str(params_file), "--quick", "--reuse-executor", str(tmp_path / "o"),
                        "--speed-probe"]) == 2
+
+
+def test_with_the_speed_probe_the_exit_status_is_the_re_simulated_suites(tmp_path, monkeypatch):
+    import calibration.suite as suite
+    from pipeboost.scenario import save_params_file
+
+    params_file = tmp_path / "p.yaml"
+    save_params_file(CostParams(startup_s=0.001), params_file)
+    args = ["--params", str(params_file), "--quick", "--threshold", "1000", "--out", str(tmp_path / "o"),
+            "--repeats", "2"]
+    assert suite.main(args) == 0  # plain: within the (loose) threshold
+    # a probe that makes the simulator absurdly slow: the plain figures pass, the re-simulated ones do not
+    monkeypatch.setattr(suite, "with_speed", lambda params, factors, models: params.with_(startup_s=1e5))
+    assert suite.main([*args, "--speed-probe"]) == 1
+    data = json.loads((tmp_path / "o" / "speed_probe.json").read_text())
+    assert data["corrected"]["all"]["median"] > 1000
