@@ -368,9 +368,8 @@ def calibrate(req: CalibrationRequest, out: Path) -> CostParams:
     return params
 
 
-def _measure(req: CalibrationRequest, pass_index: int = 0, budget_s: float | None = None) -> CostParams:
-    """One measurement pass within ``budget_s`` (default ``req.budget_s / req.passes``): every phase, fitted."""
-    budget_s = req.budget_s / req.passes if budget_s is None else budget_s
+def _measure(req: CalibrationRequest, pass_index: int, budget_s: float) -> CostParams:
+    """One measurement pass within ``budget_s`` (:func:`next_pass_budget_s`): every phase, fitted."""
     devices, config, dtype, gpu = _resolve(req)
     model = model_spec_from_hf_config(config, name=req.preset, dtype=dtype)
     model_dir = _checkpoint(req, config, dtype)

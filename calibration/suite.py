@@ -233,6 +233,12 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def goal_line(what: str, stats: dict[str, Any]) -> str:
+    """``goal WHAT: median <= ... and p95 <= ...: met|not met (median / p95)`` for one component's statistics."""
+    return (f"goal {what}: median <= {pct(GOAL_MEDIAN)} and p95 <= {pct(GOAL_P95)}: "
+            f"{'met' if goal_met(stats) else 'not met'} ({pct(stats.get('median'))} / {pct(stats.get('p95'))})")
+
+
 def goal_met(stats: dict[str, Any]) -> bool:
     """Whether a component's error statistics (:func:`suite_errors`) meet the goal: median <=
     :data:`GOAL_MEDIAN` and p95 <= :data:`GOAL_P95`."""
@@ -264,8 +270,7 @@ def format_suite(entries: list[SuiteEntry], errors: dict[str, Any], ranks: list[
     lines.append("")
     for comp in ("ttft", "load_gpu"):
         st = errors.get(comp, {})
-        lines.append(f"goal {comp}: median <= {pct(GOAL_MEDIAN)} and p95 <= {pct(GOAL_P95)}: "
-                     f"{'met' if goal_met(st) else 'not met'} ({pct(st.get('median'))} / {pct(st.get('p95'))})")
+        lines.append(goal_line(comp, st))
     for r in ranks:
         lines.append(f"policy group {r['group']}: {r['variants']} variants ({r['plans']} distinct plans; executor "
                      f"spread over identical plans {pct(r['same_plan_spread'])}), Spearman {r['spearman']:.2f}, "
@@ -331,10 +336,7 @@ def speed_corrected(scenarios: Sequence[Scenario], params: CostParams, probe: Sp
     layers = "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k.startswith("layer/"))
                        for m, f in factors.items())
     lines = [f"speed probe ({len(probe.rounds)} rounds; executor time / calibrated profile, median): {layers}"]
-    for comp in NOISE_COMPONENTS:
-        st = errors[comp]
-        lines.append(f"goal {comp} with the machine's speed during the run: median <= {pct(GOAL_MEDIAN)} and p95 <= "
-                     f"{pct(GOAL_P95)}: {'met' if goal_met(st) else 'not met'} ({pct(st['median'])} / {pct(st['p95'])})")
+    lines += [goal_line(f"{comp} with the machine's speed during the run", errors[comp]) for comp in NOISE_COMPONENTS]
     if drift is not None:
         lines.append(f"  machine drift left: {drift:+.1%}")
     return "\n".join(lines), errors
