@@ -22,6 +22,7 @@ import torch
 
 from executor.checkpoint import CheckpointReader
 from executor.devices import ALIGN_BYTES, Arena, Device
+from executor.engine import host_pool_by_default
 from executor.loader import Loader
 from executor.tracer import Tracer
 from pipeboost.trace import TraceKind
@@ -58,7 +59,7 @@ def measure_unit_loads(model_dir: Path, devices: list[torch.device], link_bytes_
     """Cold-load every unit onto every device at once, as the engine does (from a host pool on CPU virtual
     devices, :func:`executor.engine.run_executor`); return the LOAD records."""
     reader = CheckpointReader(model_dir)
-    if all(d.type == "cpu" for d in devices):
+    if all(host_pool_by_default(d.type) for d in devices):
         reader.fill_host_pool()
     units = list(range(-1, reader.config.num_hidden_layers + 1))
     capacity = _unit_bytes(reader, units) + 8 * ALIGN_BYTES

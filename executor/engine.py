@@ -198,6 +198,12 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def host_pool_by_default(device_type: str) -> bool:
+    """Whether loads onto devices of ``device_type`` (``cpu``, ``cuda``) come from a host pool unless told
+    otherwise: on CPU virtual devices only (:func:`run_executor`'s ``host_pool`` says why)."""
+    return device_type == "cpu"
+
+
 def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], faults: Sequence[Any] = (), *,
                  devices: str = "cpu:2", link_bandwidth_bytes_per_s: float | None = None,
                  recovery_policy: RecoveryPolicy | None = None, seed: int = 0,
@@ -235,7 +241,7 @@ def run_executor(plan: Plan, model_dir: Path, requests: Sequence[RequestLike], f
         raise PlanError("the executor does not run tensor_parallel plans; use pipeboost, pipeline_only "
                         "or load_then_run")
     unit_bytes = validate_checkpoint(reader, model.units(), dtype)
-    if host_pool or (host_pool is None and devices.startswith("cpu")):
+    if host_pool or (host_pool is None and host_pool_by_default(devices.split(":", 1)[0])):
         reader.fill_host_pool(pin=devices.startswith("cuda"))
     fault_list = [ExecutorFault.from_obj(f) for f in faults]
     devs = _make_devices(plan, devices, unit_bytes)
