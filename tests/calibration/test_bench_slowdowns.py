@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from calibration.bench_profile import (CONCURRENCY_MIN_CALLS, SLOWDOWN_FLOOR, _copy_slowdowns, concurrency_slowdowns,
-                                      phase_slowdowns, solo_request_s)
+from calibration.bench_profile import (CONCURRENCY_MIN_CALLS, _copy_slowdowns, concurrency_slowdowns, phase_slowdowns,
+                                      slowdown_rows)
 from pipeboost.compute_profile import ComputeProfile, KindProfile
 from pipeboost.model_config import model_spec_from_hf_config, preset_config
 from pipeboost.trace import TraceKind, TraceRecord
@@ -38,12 +38,29 @@ def test_concurrency_is_measured_per_phase_against_the_runs_single_device_calls(
             trace.append(_call(TraceKind.DECODE, gpu, 0.2 + 0.01 * k, alone * 1.2, layer=gpu))
             trace.append(_call(TraceKind.PREFILL, gpu, 0.3 + 0.01 * k, alone, layer=gpu))
     values = concurrency_slowdowns(trace, profile, model, host_cores=None, prompt_tokens=32)
-    assert values["decode"] == pytest.approx([0.2] * 12) and values["prefill"] == pytest.approx([0.0] * 12)
+    assert [k for k, _ in values["decode"]] == [2] * 12
+    assert [s for _, s in values["decode"]] == pytest.approx([0.2] * 12)
+    assert [s for _, s in values["prefill"]] == pytest.approx([0.0] * 12)
     # two devices on 1.5 cores: core sharing (x 4/3) is the simulator's, not this term's
     shared = [_call(r.kind, r.gpu, r.t_start_s, r.duration_s * (4 / 3 if r.t_start_s >= 0.2 else 1.0), r.layer)
               for r in trace]
     values = concurrency_slowdowns(shared, profile, model, host_cores=1.5, prompt_tokens=32)
-    assert values["decode"] == pytest.approx([0.2] * 12) and values["prefill"] == pytest.approx([0.0] * 12)
+    assert [s for _, s in values["decode"]] == pytest.approx([0.2] * 12)
+    assert [s for _, s in values["prefill"]] == pytest.approx([0.0] * 12)
+
+
+def test_three_devices_computing_are_read_as_their_own_count():
+    """Calls while three devices compute on 2 cores: core sharing (x 1.5) divided out, the rest is the
+    count's whole slowdown; per other device it is half of it."""
+    model, profile = _model_and_profile()
+    alone = UNIT_S * RUN_SPEED
+    trace = [_call(TraceKind.PREFILL, 0, 0.01 * k, alone) for k in range(6)]
+    for k in range(4):
+        trace += [_call(TraceKind.PREFILL, gpu, 0.1 + 0.01 * k, alone * 1.5 * 1.08, layer=gpu) for gpu in (0, 1, 2)]
+    values = concurrency_slowdowns(trace, profile, model, host_cores=2.0, prompt_tokens=32)
+    assert [k for k, _ in values["prefill"]] == [3] * 12
+    assert [s for _, s in values["prefill"]] == pytest.approx([0.08] * 12)
+    assert phase_slowdowns({"prefill": values["prefill"] * 2, "decode": []})["prefill"] == (pytest.approx(0.04), 24)
 
 
 def test_copy_slowdown_is_relative_to_the_runs_calls_without_copies():
@@ -69,22 +86,21 @@ def test_copy_slowdown_leaves_out_the_profiles_own_concurrency_slowdown():
 
 
 def test_a_phase_with_too_few_overlapping_calls_gets_no_slowdown():
-    few = [1.37] * (CONCURRENCY_MIN_CALLS - 1)
-    enough = [0.1] * CONCURRENCY_MIN_CALLS
-    faster = [-0.05] * CONCURRENCY_MIN_CALLS
+    few = [(2, 1.37)] * (CONCURRENCY_MIN_CALLS - 1)
+    enough = [(2, 0.1)] * CONCURRENCY_MIN_CALLS
+    faster = [(2, -0.05)] * CONCURRENCY_MIN_CALLS
     assert phase_slowdowns({"prefill": few, "decode": enough}) == {"prefill": (0.0, len(few)),
                                                                    "decode": (pytest.approx(0.1), len(enough))}
-    # faster than the fair core share: negative, down to the floor
-    assert phase_slowdowns({"prefill": faster, "decode": []}) == {"prefill": (pytest.approx(-0.05), len(faster)),
-                                                                  "decode": (0.0, 0)}
-    assert phase_slowdowns({"prefill": [-0.9] * CONCURRENCY_MIN_CALLS, "decode": []})["prefill"][0] == SLOWDOWN_FLOOR
+    assert phase_slowdowns({"prefill": faster, "decode": []}) == {"prefill": (0.0, len(faster)), "decode": (0.0, 0)}
 
 
-def test_the_slowdown_is_the_mean_of_the_calls_so_a_heavy_tail_counts():
-    """A request's time is the sum of its calls: 10% of them preempted to 2x make the sum 10% longer, which
-    the mean says and the median (0) would not."""
-    calls = [0.0] * (9 * CONCURRENCY_MIN_CALLS) + [1.0] * CONCURRENCY_MIN_CALLS
-    assert phase_slowdowns({"prefill": calls})["prefill"] == (pytest.approx(0.1), len(calls))
+def test_rows_per_device_count_need_enough_calls_and_keep_the_row_below_otherwise():
+    n = CONCURRENCY_MIN_CALLS
+    values = {"prefill": [(2, 0.0)] * n + [(3, 0.04)] * n + [(4, 0.09)] * (n - 1),
+              "decode": [(2, 0.2)] * n + [(3, -0.01)] * n + [(4, 0.22)] * n + [(5, 0.5)] * (n - 1)}
+    assert slowdown_rows(values) == (pytest.approx((2, 0.0, 0.2)), pytest.approx((3, 0.04, 0.0)),
+                                     pytest.approx((4, 0.04, 0.22)))  # 4: prefill too few; 5: none enough
+    assert slowdown_rows({"prefill": [(2, 0.1)] * (n - 1), "decode": []}) == ()
 
 
 def test_copy_interference_per_job_divides_out_the_cores_oversubscription():
@@ -98,10 +114,3 @@ def test_copy_interference_per_job_divides_out_the_cores_oversubscription():
     assert copy_interference_per_job(alone, computing, 2) == pytest.approx(0.25)
     assert copy_interference_per_job(alone, computing, 2, host_cores=2.0) == pytest.approx(0.25)
     assert copy_interference_per_job(alone, computing, 2, host_cores=1.6) == pytest.approx(0.2)
-
-
-def test_the_solo_request_is_every_units_prefill_and_decode_steps_with_their_overheads():
-    model, profile = _model_and_profile()
-    profile = dataclasses.replace(profile, runtime_overhead_s=1e-4)
-    units = model.num_layers + 2  # embedding, layers, head
-    assert solo_request_s(profile, model, 32, 4) == pytest.approx(units * 4 * (UNIT_S + 1e-4))
