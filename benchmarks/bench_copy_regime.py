@@ -39,7 +39,7 @@ def simulated_stretch(params, profile, k: int, c: int, link_bytes_per_s: float) 
     cap = 1.0 + params.compute_interference_per_gbps * rate / 1e9
     free = (params.host_cores or float(k)) - params.copy_cpu_s_per_byte * rate
     share = k / free if free > 0 else float("inf")
-    model = profile.concurrency_slowdown_for(1.0, k)
+    model = profile.concurrency_slowdown_for(1.0) if k >= 2 else 0.0
     return max(cap, share) * (1.0 + model)
 
 

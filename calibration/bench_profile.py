@@ -280,45 +280,27 @@ CONCURRENCY_MIN_CALLS = 20
 rarely overlap: one call once gave 1.37)."""
 
 
-@dataclass(frozen=True)
-class ConcurrencyMeasurement:
-    """What :func:`concurrency_slowdown` measured: per phase the slowdown per other device computing and its
-    number of calls (:func:`phase_slowdowns`), and the whole slowdown per number of devices computing
-    (:func:`slowdown_rows`, :attr:`ComputeProfile.concurrency_slowdown_by_devices`) with its calls per
-    ``(phase, devices)``."""
-
-    per_other_device: dict[str, tuple[float, int]]
-    by_devices: tuple[tuple[int, float, float], ...]
-    calls_by_devices: dict[str, dict[int, int]]
-
-
 def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: Path, preset: str, dtype: str,
                          n_devices: int, host_cores: float | None, device_kind: str = "cpu", requests: int = 8,
                          prompt_tokens: int = 32, output_tokens: int = 4, runs: int = CONCURRENCY_RUNS,
-                         traces: list[list[TraceRecord]] | None = None) -> ConcurrencyMeasurement:
-    """The slowdown of ``model``'s units while other devices compute, beyond host-core sharing, on the
-    executor: per phase (``prefill``, ``decode``) per other device computing
-    (:attr:`ComputeProfile.prefill_concurrency_slowdown`, :attr:`ComputeProfile.concurrency_slowdown`), and
-    the whole slowdown per number of devices computing, 2 to ``n_devices``
-    (:attr:`ComputeProfile.concurrency_slowdown_by_devices`).
+                         traces: list[list[TraceRecord]] | None = None) -> dict[str, tuple[float, int]]:
+    """Per phase (``prefill``, ``decode``): the slowdown of ``model``'s units per other device computing,
+    beyond host-core sharing, on the executor, and the number of samples
+    (:attr:`ComputeProfile.prefill_concurrency_slowdown`, :attr:`ComputeProfile.concurrency_slowdown`).
 
-    One request runs alone after the whole model is resident on a pipeline over ``n_devices`` (no copies
-    run): the run's own speed of both phases with one device computing. Then ``requests`` requests arrive at
-    once, so the stages compute different requests at the same time, and as the pipeline fills and drains
-    2, 3, ... of them compute at once; see :func:`concurrency_slowdowns` for how one run's calls
-    are read. Medians over the calls of ``runs`` runs (0 when negative, or with fewer than
-    :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor the workers share one interpreter besides the
-    cores: a decode step, mostly Python around small kernels, loses to that (SmolLM2-135M's 30 thin layers
-    more than OPT-125M's 12), a prefill, mostly kernels that release the interpreter, hardly with two
-    devices, more with three or four. Each run's trace is appended to ``traces`` when given."""
+    ``requests`` requests arrive at once after the whole model is resident on a pipeline over ``n_devices``
+    (no copies run), so the stages compute different requests at the same time; see
+    :func:`concurrency_slowdowns` for how one run's calls are read. The median over the calls of ``runs``
+    runs (0 when negative, or with fewer than :data:`CONCURRENCY_MIN_CALLS` calls). On the CPU executor
+    the workers share one interpreter besides the cores: a decode step, mostly Python around small
+    kernels, loses to that (SmolLM2-135M's 30 thin layers more than OPT-125M's 12), a prefill, mostly
+    kernels that release the interpreter, hardly. Each run's trace is appended to ``traces`` when given."""
     from executor.engine import run_executor
 
     plan = pipeline_plan(preset, dtype, n_devices)
     first_s = 0.2 + model.total_bytes / 1e9  # after every stage is resident (uncapped copies)
-    burst_s = first_s + SOLO_GAP_FACTOR * solo_request_s(profile, model, prompt_tokens, output_tokens) + 0.05
-    reqs = [Request(0, first_s, prompt_tokens, output_tokens)]
-    reqs += [Request(i, burst_s, prompt_tokens, output_tokens) for i in range(1, requests + 1)]
-    values: dict[str, list[tuple[int, float]]] = {phase: [] for phase in PHASES}
+    reqs = [Request(i, first_s, prompt_tokens, output_tokens) for i in range(requests)]
+    values: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for _ in range(max(1, runs)):
         trace = run_executor(plan, model_dir, reqs, devices=f"{device_kind}:{n_devices}", seed=0,
                              timeout_s=300.0).trace
@@ -326,64 +308,22 @@ def concurrency_slowdown(profile: ComputeProfile, model: ModelSpec, model_dir: P
             traces.append(trace)
         for phase, run_values in concurrency_slowdowns(trace, profile, model, host_cores, prompt_tokens).items():
             values[phase].extend(run_values)
-    calls = {phase: {k: sum(1 for kk, _ in v if kk == k) for k in sorted({kk for kk, _ in v})}
-             for phase, v in values.items()}
-    return ConcurrencyMeasurement(phase_slowdowns(values), slowdown_rows(values), calls)
+    return phase_slowdowns(values)
 
 
-SOLO_GAP_FACTOR = 3.0
-"""The burst of :func:`concurrency_slowdown` arrives this many times the profile's time of the solo request
-after it (plus 50 ms): the machine may run slower than its profile, and the solo request must end first."""
-
-
-def solo_request_s(profile: ComputeProfile, model: ModelSpec, prompt_tokens: int, output_tokens: int) -> float:
-    """The profile's seconds of one request alone: every unit's prefill of ``prompt_tokens`` tokens and its
-    ``output_tokens - 1`` decode steps (batch 1), plus the runtime overhead per unit call."""
-    calls = 0
-    total_s = 0.0
-    for unit in model.units():
-        total_s += profile.unit_s(model, unit, prompt_tokens)
-        total_s += sum(profile.unit_s(model, unit, 1, 1, prompt_tokens + step - 1) for step in range(1, output_tokens))
-        calls += output_tokens
-    return total_s + calls * profile.runtime_overhead_s
-
-
-def phase_slowdowns(values: dict[str, list[tuple[int, float]]]) -> dict[str, tuple[float, int]]:
-    """Per phase, from its calls' ``(devices computing, whole slowdown)``: the median slowdown per other
-    device (``slowdown / (devices - 1)``) clipped at 0, and the number of calls; 0 with fewer than
+def phase_slowdowns(values: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
+    """Per phase, the median of its calls' values clipped at 0 and their number; 0 with fewer than
     :data:`CONCURRENCY_MIN_CALLS` calls."""
-    out = {}
-    for phase, calls in values.items():
-        per_other = [s / (k - 1) for k, s in calls]
-        out[phase] = _nonnegative_median(per_other) if len(per_other) >= CONCURRENCY_MIN_CALLS else (0.0, len(calls))
-    return out
-
-
-def slowdown_rows(values: dict[str, list[tuple[int, float]]]) -> tuple[tuple[int, float, float], ...]:
-    """``(devices, prefill, decode)`` rows from the calls' ``(devices computing, whole slowdown)`` per phase:
-    per device count the median clipped at 0, for each count where a phase has at least
-    :data:`CONCURRENCY_MIN_CALLS` calls; a phase with fewer there keeps the row below's value (0 in the
-    first row). No count with enough calls: no rows."""
-    counts = sorted({k for calls in values.values() for k, _ in calls})
-    rows: list[tuple[int, float, float]] = []
-    last = {phase: 0.0 for phase in PHASES}
-    for k in counts:
-        at_k = {phase: [s for kk, s in values.get(phase, []) if kk == k] for phase in PHASES}
-        if all(len(v) < CONCURRENCY_MIN_CALLS for v in at_k.values()):
-            continue
-        for phase, v in at_k.items():
-            if len(v) >= CONCURRENCY_MIN_CALLS:
-                last[phase] = _nonnegative_median(v)[0]
-        rows.append((k, last["prefill"], last["decode"]))
-    return tuple(rows)
+    return {phase: _nonnegative_median(v) if len(v) >= CONCURRENCY_MIN_CALLS else (0.0, len(v))
+            for phase, v in values.items()}
 
 
 def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec,
-                          host_cores: float | None, prompt_tokens: int) -> dict[str, list[tuple[int, float]]]:
-    """Per phase, one ``(k, slowdown)`` per decoder-layer call of one run made while ``k >= 2`` devices
-    compute: its time over the ``profile``'s, divided by the core-sharing factor ``max(1, k / host_cores)``
-    that :mod:`sim.hostcpu` charges and by the run's own speed (:func:`_run_speed`: the same ratio over the
-    run's calls of that phase made while one device computes), minus 1.
+                          host_cores: float | None, prompt_tokens: int) -> dict[str, list[float]]:
+    """Per phase, one value per decoder-layer call of one run made while ``k >= 2`` devices compute: its
+    time over the ``profile``'s, divided by the core-sharing factor ``max(1, k / host_cores)`` that
+    :mod:`sim.hostcpu` charges and by the run's own speed (:func:`_run_speed`: the same ratio over the
+    run's calls of that phase made while one device computes), minus 1, per other device computing.
 
     Dividing by the run's own single-device calls makes it a difference measured within one run: each run
     has its own speed (+-5-10% between runs on a 2-core VM), which is the in-run factors' business."""
@@ -396,7 +336,7 @@ def concurrency_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, mod
     out = {}
     for phase, calls in ratios.items():
         speed = _run_speed([r for r, k in calls if k < 2])
-        out[phase] = [(k, r / speed - 1.0) for r, k in calls if k >= 2]
+        out[phase] = [(r / speed - 1.0) / (k - 1) for r, k in calls if k >= 2]
     return out
 
 
@@ -533,9 +473,10 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
                     host_cores: float | None, prompt_tokens: int) -> list[float]:
     """Per layer call of one run made while loads run: its slowdown per GB/s copied (see
     :func:`load_interference_per_gbps`)."""
+    model_slowdown = profile.concurrency_slowdown_for(1.0)
     calls = []
     for rec, computing, cores, copying in prefill_layer_regimes(trace, model, host_cores):
-        concurrency = profile.concurrency_slowdown_for(1.0, computing)
+        concurrency = model_slowdown if computing >= 2 else 0.0
         calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying))
     speed = _run_speed([r / (1.0 + c) for r, c, copying in calls if not copying])
     return [(r / speed - 1.0 - c) / (copying * link_bytes_per_s / 1e9) for r, c, copying in calls if copying]

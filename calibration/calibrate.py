@@ -282,8 +282,7 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
     """Compute profiles of ``req.preset`` and each ``req.profile_presets`` model on ``device`` (one thread
     count as a compute worker uses), sharing the phase's deadline (each model gets at least its minimum),
     each scaled by its in-run factors (:func:`calibration.bench_profile.in_run_factors`) and, on 2 or more
-    CPU virtual devices, with its concurrency slowdown (:func:`calibration.bench_profile.concurrency_slowdown`:
-    per other device on ``n_devices``, per count on :data:`CONCURRENCY_DEVICES_CPU` devices if more),
+    CPU virtual devices, with its concurrency slowdown (:func:`calibration.bench_profile.concurrency_slowdown`),
     whose executor traces (busy pipelines) are appended to ``busy_traces`` when given."""
     bar.stage("compute profiles")
     deadline = budget.phase(SHARES["profiles"])
@@ -306,36 +305,19 @@ def _phase_profiles(req: CalibrationRequest, budget: Budget, device: torch.devic
             profile = bench_profile.scaled(alone, factors)
             info = {**profile.info, "in_run_factor_runs": per_run}
             slowdowns = {phase: 0.0 for phase in bench_profile.PHASES}
-            rows: tuple[tuple[int, float, float], ...] = ()
             n = min(n_devices, model.num_layers)
             if device.type == "cpu" and n >= 2:
-                runs = 1 if short else bench_profile.CONCURRENCY_RUNS
                 measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, n, host_cores,
-                                                              runs=runs, traces=busy_traces)
-                slowdowns = {phase: value for phase, (value, _) in measured.per_other_device.items()}
+                                                              runs=1 if short else bench_profile.CONCURRENCY_RUNS,
+                                                              traces=busy_traces)
+                slowdowns = {phase: value for phase, (value, _) in measured.items()}
                 info["concurrency_slowdown_calls"] = {phase: [value, calls, n]
-                                                      for phase, (value, calls) in measured.per_other_device.items()}
-                wide = min(CONCURRENCY_DEVICES_CPU, model.num_layers)
-                if wide > n:  # the rows from a wider pipeline; its traces are not ``busy_traces``' regime
-                    measured = bench_profile.concurrency_slowdown(profile, model, model_dir, name, dtype, wide,
-                                                                  host_cores, runs=runs)
-                rows = measured.by_devices
-                info["concurrency_calls_by_devices"] = measured.calls_by_devices
+                                                      for phase, (value, calls) in measured.items()}
             profiles.append(dataclasses.replace(profile, concurrency_slowdown=slowdowns["decode"],
-                                                prefill_concurrency_slowdown=slowdowns["prefill"],
-                                                concurrency_slowdown_by_devices=rows, info=info))
+                                                prefill_concurrency_slowdown=slowdowns["prefill"], info=info))
     finally:
         torch.set_num_threads(old_threads)
     return profiles
-
-
-CONCURRENCY_DEVICES_CPU = 4
-"""CPU virtual devices of the pipeline the concurrency slowdown per device count is measured on, where
-``--devices`` names fewer (the slowdown per other device, and the busy pipelines the workers' switch times
-are read from, stay on ``--devices``' count: with more threads than cores their gaps would include
-waiting for a core): virtual devices are threads, so a 2-core machine can run the validation suite's four-device
-scenarios, and their units lose more with three or four devices computing than with two (SmolLM2-135M's
-prefill: 0%, 4%, 9%), which :attr:`ComputeProfile.concurrency_slowdown_by_devices` carries per count."""
 
 
 def next_pass_budget_s(total_s: float, elapsed_s: float, pass_walls_s: list[float], passes: int) -> float | None:

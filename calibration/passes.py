@@ -10,7 +10,7 @@ phases; :func:`median_params` takes, field by field, the median over the passes:
   ``link_bandwidth_overrides_bytes_per_s`` present in every pass;
 * each compute profile (matched by shape key): per unit kind, the prefill table on the token counts every
   pass measured and the decode table on the common batches, entry by entry, and the per-token decode
-  cost, runtime overhead and concurrency slowdown (per device count: the passes that measured that count);
+  cost, runtime overhead and concurrency slowdown;
 * provenance: the first pass's, plus ``passes`` (how many) and ``pass_values`` (each pass's scalar fields).
 """
 
@@ -53,20 +53,8 @@ def median_profile(profiles: Sequence[ComputeProfile]) -> ComputeProfile:
                                runtime_overhead_s=float(statistics.median(p.runtime_overhead_s for p in profiles)),
                                concurrency_slowdown=float(statistics.median(p.concurrency_slowdown for p in profiles)),
                                prefill_concurrency_slowdown=_median([p.prefill_concurrency_slowdown for p in profiles]),
-                               concurrency_slowdown_by_devices=_median_rows([p.concurrency_slowdown_by_devices
-                                                                             for p in profiles]),
                                info={**profiles[0].info, "passes": len(profiles),
                                      "pass_in_run_factors": [p.info.get("in_run_factors") for p in profiles]})
-
-
-def _median_rows(tables: Sequence[tuple[tuple[int, float, float], ...]]) -> tuple[tuple[int, float, float], ...]:
-    """Concurrency rows of several passes merged: per device count, the medians of the passes that have it."""
-    counts = sorted({row[0] for table in tables for row in table})
-    out = []
-    for k in counts:
-        rows = [row for table in tables for row in table if row[0] == k]
-        out.append((k, float(statistics.median(r[1] for r in rows)), float(statistics.median(r[2] for r in rows))))
-    return tuple(out)
 
 
 def median_params(passes: Sequence[CostParams]) -> CostParams:

@@ -21,13 +21,7 @@ operators), the cost model uses the measurements instead:
   node computes at the same time, beyond host-core sharing (:mod:`sim.interference` applies it), and
   ``prefill_concurrency_slowdown`` (default: the same) the prefill units' own value: on CPU virtual devices
   a prefill spends its time in torch kernels that release the interpreter, a decode step in the Python
-  around them, so the two phases lose very differently to a second worker thread;
-* ``concurrency_slowdown_by_devices`` (optional): the same two values per number of devices computing at
-  once (the job's own included), as measured on a pipeline of that many devices: with three or four CPU
-  virtual devices on two cores the units lose more than with two, beyond what core sharing charges
-  (SmolLM2-135M's prefill: 0% with two, 4% with three, 9% with four). Where set, it replaces the two
-  single values; a count above the largest measured takes the largest's values, one below the smallest the
-  smallest's.
+  around them, so the two phases lose very differently to a second worker thread.
 
 A profile applies to every :class:`~pipeboost.spec.ModelSpec` of the same *shape* (:func:`shape_key`:
 family, hidden size, FFN size, attention and KV heads, vocabulary, dtype): the number of layers may differ,
@@ -147,25 +141,13 @@ class ComputeProfile:
     :attr:`prefill_concurrency_slowdown` is set."""
     prefill_concurrency_slowdown: float | None = None
     """The same for prefill units; None: :attr:`concurrency_slowdown`."""
-    concurrency_slowdown_by_devices: tuple[tuple[int, float, float], ...] = ()
-    """``(devices computing, prefill slowdown, decode slowdown)`` rows, ascending in devices (2 or more):
-    the whole slowdown of a unit while that many devices of the node compute, itself included (not per
-    other device). Empty: the two single values above, whatever the count."""
 
-    def concurrency_slowdown_for(self, prefill_share: float, devices_computing: int = 2) -> float:
+    def concurrency_slowdown_for(self, prefill_share: float) -> float:
         """The concurrency slowdown of a job whose cost-model time is ``prefill_share`` (0..1) prefill and
-        the rest decode, while ``devices_computing`` devices compute (itself included; below 2: 0): the two
-        phases' values weighted by time, from :attr:`concurrency_slowdown_by_devices` where set (the row of
-        the largest count not above ``devices_computing``, or the first row)."""
-        if devices_computing < 2:
-            return 0.0
-        if self.concurrency_slowdown_by_devices:
-            rows = self.concurrency_slowdown_by_devices
-            _, prefill, decode = next((r for r in reversed(rows) if r[0] <= devices_computing), rows[0])
-        else:
-            decode = self.concurrency_slowdown
-            prefill = decode if self.prefill_concurrency_slowdown is None else self.prefill_concurrency_slowdown
-        return prefill_share * prefill + (1.0 - prefill_share) * decode
+        the rest decode: the two phases' values weighted by time."""
+        prefill = self.concurrency_slowdown if self.prefill_concurrency_slowdown is None \
+            else self.prefill_concurrency_slowdown
+        return prefill_share * prefill + (1.0 - prefill_share) * self.concurrency_slowdown
 
     def kind(self, name: str) -> KindProfile:
         return {"embed": self.embed, "layer": self.layer, "head": self.head}[name]
@@ -186,19 +168,15 @@ class ComputeProfile:
                 "concurrency_slowdown": self.concurrency_slowdown,
                 **({} if self.prefill_concurrency_slowdown is None
                    else {"prefill_concurrency_slowdown": self.prefill_concurrency_slowdown}),
-                **({} if not self.concurrency_slowdown_by_devices else {"concurrency_slowdown_by_devices": {
-                    k: {"prefill": p, "decode": d} for k, p, d in self.concurrency_slowdown_by_devices}}),
                 **{k: self.kind(k).to_dict() for k in UNIT_KINDS}, "info": dict(self.info)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComputeProfile":
         unknown = set(data) - {"shape", "runtime_overhead_s", "concurrency_slowdown",
-                               "prefill_concurrency_slowdown", "concurrency_slowdown_by_devices", "info",
-                               *UNIT_KINDS}
+                               "prefill_concurrency_slowdown", "info", *UNIT_KINDS}
         if unknown:
             raise ProfileError(f"unknown keys {sorted(unknown)}; valid: shape, runtime_overhead_s, "
-                               f"concurrency_slowdown, prefill_concurrency_slowdown, "
-                               f"concurrency_slowdown_by_devices, info, {', '.join(UNIT_KINDS)}")
+                               f"concurrency_slowdown, prefill_concurrency_slowdown, info, {', '.join(UNIT_KINDS)}")
         if not isinstance(data.get("shape"), str):
             raise ProfileError("needs shape: a string such as 'opt:h768:f3072:a12/12:v50272:float32'")
         kinds = {}
@@ -222,38 +200,7 @@ class ComputeProfile:
                 raise ProfileError(f"{key} must not be negative, got {numbers[key]}")
         return cls(data["shape"], kinds["embed"], kinds["layer"], kinds["head"], numbers["runtime_overhead_s"],
                    dict(data.get("info") or {}), numbers["concurrency_slowdown"],
-                   numbers["prefill_concurrency_slowdown"],
-                   _slowdown_rows(data.get("concurrency_slowdown_by_devices")))
-
-
-def _slowdown_rows(data: Any) -> tuple[tuple[int, float, float], ...]:
-    """``concurrency_slowdown_by_devices`` of a profile file (``{devices: {prefill: x, decode: y}}``) as
-    ascending rows; a clear :class:`ProfileError` for anything else."""
-    if data is None:
-        return ()
-    example = "{2: {prefill: 0.0, decode: 0.2}, 4: {prefill: 0.09, decode: 0.2}}"
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"concurrency_slowdown_by_devices must be a mapping such as {example}, got {data!r}")
-    rows = []
-    for devices, values in data.items():
-        try:
-            count = int(devices)
-        except (TypeError, ValueError):
-            count = 0
-        if count < 2 or str(count) != str(devices).strip():
-            raise ProfileError(f"concurrency_slowdown_by_devices: {devices!r} is not a device count of 2 or more")
-        if not isinstance(values, Mapping) or set(values) != {"prefill", "decode"}:
-            raise ProfileError(f"concurrency_slowdown_by_devices[{count}] needs exactly prefill and decode, "
-                               f"got {values!r}")
-        try:
-            prefill, decode = float(values["prefill"]), float(values["decode"])
-        except (TypeError, ValueError):
-            raise ProfileError(f"concurrency_slowdown_by_devices[{count}]: prefill and decode must be numbers, "
-                               f"got {values!r}") from None
-        if prefill < 0 or decode < 0:
-            raise ProfileError(f"concurrency_slowdown_by_devices[{count}] must not be negative, got {values!r}")
-        rows.append((count, prefill, decode))
-    return tuple(sorted(rows))
+                   numbers["prefill_concurrency_slowdown"])
 
 
 def find_profile(profiles: Sequence[ComputeProfile], model: ModelSpec) -> ComputeProfile | None:

@@ -26,9 +26,8 @@ early). With all three 0 (the default) nothing here is used.
 
 The model's compute profile may add its ``concurrency_slowdown`` (what its units lose while another device
 computes, beyond core sharing: the executor's workers share one interpreter), once when any other GPU of the
-node computes: it is measured with two devices, and with more core sharing already stretches the job; or, with
-the profile's ``concurrency_slowdown_by_devices``, the value measured with as many devices computing as now
-(the job's own GPU included). It is per phase (:meth:`ComputeProfile.concurrency_slowdown_for`): a job tells the share of its cost-model
+node computes: it is measured with two devices, and with more core sharing already stretches the job. It
+is per phase (:meth:`ComputeProfile.concurrency_slowdown_for`): a job tells the share of its cost-model
 time that is prefill.
 
 With ``host_cores`` (:mod:`sim.hostcpu`) as well, compute jobs share the node's cores (which covers devices
@@ -72,7 +71,7 @@ class Interference:
         self.per_job = params.compute_interference_per_job
         self.profile = profile
         """The model's compute profile: its concurrency slowdown is charged once when any other GPU of the
-        node computes, at the value for the number computing (:meth:`ComputeProfile.concurrency_slowdown_for`)."""
+        node computes (it is measured with two devices; with more, core sharing already stretches the job)."""
         self.per_gbps = params.compute_interference_per_gbps
         self.params = params
         self.copy_per_job = params.copy_interference_per_job
@@ -90,8 +89,7 @@ class Interference:
     @staticmethod
     def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
         model = profile is not None and (profile.concurrency_slowdown > 0
-                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0
-                                         or any(p > 0 or d > 0 for _, p, d in profile.concurrency_slowdown_by_devices))
+                                         or (profile.prefill_concurrency_slowdown or 0.0) > 0)
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
                 or params.copy_interference_per_job > 0 or model)
 
@@ -111,11 +109,10 @@ class Interference:
         return per_gbps * self.copy_gbps(g // self.gpus_per_node)
 
     def work_term(self, g: int, prefill_share: float = 0.0) -> float:
-        """``alpha x others computing + model slowdown if any other computes`` (its value for ``others + 1``
-        devices computing) on GPU ``g``'s node now."""
+        """``alpha x others computing + model slowdown if any other computes`` on GPU ``g``'s node now."""
         node = g // self.gpus_per_node
         others = sum(1 for other, jobs in self.computing[node].items() if jobs and other != g)
-        model = self.profile.concurrency_slowdown_for(prefill_share, others + 1) if self.profile else 0.0
+        model = self.profile.concurrency_slowdown_for(prefill_share) if others and self.profile else 0.0
         return self.per_job * others + model
 
     def factor(self, g: int, prefill_share: float = 0.0, prefill_tokens: int | None = None) -> float:

@@ -4,7 +4,6 @@ import argparse
 
 import pytest
 
-from calibration.bench_profile import CONCURRENCY_MIN_CALLS
 from calibration.cli import add_calibrate_parser
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
@@ -86,15 +85,10 @@ def test_every_listed_model_gets_a_compute_profile(params_path):
         assert {"layer/prefill", "layer/prefill@128", "head/prefill@128"} <= set(p.info["in_run_factors"])
         assert len(p.info["in_run_factor_runs"]) == 3 + 1  # a 6 s budget: each model's minimum runs
         calls = p.info["concurrency_slowdown_calls"]  # per phase, two virtual devices
-        assert p.concurrency_slowdown == calls["decode"][0] >= 0 and calls["decode"][2] == 2
+        assert p.concurrency_slowdown == calls["decode"][0] >= 0 and calls["decode"][1:] == [calls["decode"][1], 2]
         assert p.prefill_concurrency_slowdown == calls["prefill"][0] >= 0 and calls["prefill"][2] == 2
         for phase in ("prefill", "decode"):  # a tiny model's 0.1 ms units may never overlap in one short run
             assert calls[phase][1] > 0 or calls[phase][0] == 0.0  # no samples: no slowdown
-        by_count = p.info["concurrency_calls_by_devices"]  # the rows: on four virtual devices (threads)
-        assert all(2 <= k <= 4 for phase in by_count.values() for k in phase)
-        for k, prefill, decode in p.concurrency_slowdown_by_devices:  # rows only where a phase had enough calls
-            assert 2 <= k <= 4 and prefill >= 0 and decode >= 0
-            assert max(by_count["prefill"].get(k, 0), by_count["decode"].get(k, 0)) >= CONCURRENCY_MIN_CALLS
 
 
 def test_scenario_references_params_file(params_path, tmp_path):

@@ -17,10 +17,7 @@ def _kind(scale: float, tokens=(1, 4, 16)) -> KindProfile:
 def _params(k: float, tokens=(1, 4, 16), cores: float | None = 1.8) -> CostParams:
     profile = ComputeProfile("opt:h8", _kind(k, tokens), _kind(2 * k, tokens), _kind(3 * k, tokens),
                              runtime_overhead_s=k, concurrency_slowdown=0.1 * k,
-                             prefill_concurrency_slowdown=0.01 * k,
-                             concurrency_slowdown_by_devices=((2, 0.01 * k, 0.1 * k),) + (((4, 0.03 * k, 0.2 * k),)
-                                                                                         if k < 3 else ()),
-                             info={"model": "toy", "in_run_factors": {"layer/prefill": k}})
+                             prefill_concurrency_slowdown=0.01 * k, info={"model": "toy", "in_run_factors": {"layer/prefill": k}})
     return CostParams(dispatch_s=k, compute_interference_per_gbps=10 * k, host_cores=cores,
                       link_bandwidth_overrides_bytes_per_s={"host_mem": 1e9 * k, "only_here": 5.0},
                       compute_profiles=(profile,), provenance={"machine": "m", "k": k})
@@ -36,8 +33,6 @@ def test_every_value_is_the_median_of_the_passes():
     assert profile.head.decode_context_s == pytest.approx(0.6) and profile.runtime_overhead_s == 2.0
     assert profile.concurrency_slowdown == pytest.approx(0.2)
     assert profile.prefill_concurrency_slowdown == pytest.approx(0.02)
-    # per count, the passes that measured it: 2 in all three, 4 in the passes of k = 1 and 2
-    assert profile.concurrency_slowdown_by_devices == (pytest.approx((2, 0.02, 0.2)), pytest.approx((4, 0.045, 0.3)))
     assert profile.info["passes"] == 3 and [f["layer/prefill"] for f in profile.info["pass_in_run_factors"]] == [1, 3, 2]
     assert merged.provenance["passes"] == 3 and merged.provenance["pass_values"]["dispatch_s"] == [1.0, 3.0, 2.0]
     assert merged.provenance["machine"] == "m"

@@ -2,8 +2,6 @@
 
 import dataclasses
 
-import yaml
-
 import pytest
 
 from pipeboost.compute_profile import ComputeProfile, KindProfile, ProfileError, shape_key
@@ -119,32 +117,3 @@ def test_the_prefill_concurrency_slowdown_is_its_own_value_or_the_decode_one():
     assert split.concurrency_slowdown_for(0.5) == pytest.approx(0.12)
     with pytest.raises(ProfileError, match="prefill_concurrency_slowdown must not be negative, got -1.0"):
         ComputeProfile.from_dict({**split.to_dict(), "prefill_concurrency_slowdown": -1})
-
-
-def test_the_slowdown_by_devices_computing_replaces_the_single_values_and_round_trips():
-    rows = ((2, 0.0, 0.23), (4, 0.09, 0.2))
-    profile = dataclasses.replace(_profile(), concurrency_slowdown=0.5, prefill_concurrency_slowdown=0.5,
-                                  concurrency_slowdown_by_devices=rows)
-    assert profile.concurrency_slowdown_for(1.0, 1) == 0.0  # alone: nothing
-    assert profile.concurrency_slowdown_for(1.0, 2) == 0.0 and profile.concurrency_slowdown_for(0.0, 2) == 0.23
-    assert profile.concurrency_slowdown_for(1.0, 3) == 0.0  # the largest row not above 3: the row of 2
-    assert profile.concurrency_slowdown_for(1.0, 4) == 0.09 and profile.concurrency_slowdown_for(1.0, 8) == 0.09
-    assert profile.concurrency_slowdown_for(0.5, 4) == pytest.approx(0.145)
-    text = yaml.safe_dump(profile.to_dict())
-    assert ComputeProfile.from_dict(yaml.safe_load(text)).concurrency_slowdown_by_devices == rows
-    bare = dataclasses.replace(profile, concurrency_slowdown_by_devices=())
-    assert "concurrency_slowdown_by_devices" not in bare.to_dict()
-    assert bare.concurrency_slowdown_for(1.0, 4) == 0.5
-
-
-@pytest.mark.parametrize("table, message", [
-    ({1: {"prefill": 0.1, "decode": 0.1}}, "1 is not a device count of 2 or more"),
-    ({"three": {"prefill": 0.1, "decode": 0.1}}, "'three' is not a device count"),
-    ({2: {"prefill": 0.1}}, r"concurrency_slowdown_by_devices\[2\] needs exactly prefill and decode"),
-    ({2: {"prefill": "x", "decode": 0.1}}, "prefill and decode must be numbers"),
-    ({3: {"prefill": -0.1, "decode": 0.1}}, r"concurrency_slowdown_by_devices\[3\] must not be negative"),
-    ([0.1, 0.2], "must be a mapping such as"),
-])
-def test_a_bad_slowdown_by_devices_is_named(table, message):
-    with pytest.raises(ProfileError, match=message):
-        ComputeProfile.from_dict({**_profile().to_dict(), "concurrency_slowdown_by_devices": table})

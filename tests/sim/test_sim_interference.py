@@ -224,37 +224,6 @@ def test_the_model_concurrency_slowdown_counts_once_however_many_others_compute(
     assert not Interference.enabled(CostParams(), ComputeProfile("toy", kind, kind, kind))
 
 
-def test_the_slowdown_by_devices_follows_how_many_gpus_compute_now():
-    """With ``concurrency_slowdown_by_devices`` a job pays the row of the devices computing, its own GPU
-    included: nothing alone, the row of 2 with one other, the row of 4 with three others."""
-    import simpy
-
-    from pipeboost.costs import CostParams
-    from sim.interference import Interference
-    from sim.network import FluidNetwork
-
-    from pipeboost.compute_profile import ComputeProfile, KindProfile
-
-    kind = KindProfile((1, 64), (1e-3, 1e-3), (1,), (1e-3,))
-    profile = ComputeProfile("toy", kind, kind, kind,
-                             concurrency_slowdown_by_devices=((2, 0.01, 0.2), (3, 0.04, 0.15), (4, 0.09, 0.22)))
-    env = simpy.Environment()
-    it = Interference(env, CostParams(), 4, [FluidNetwork(env, {"l": 1e9})], profile=profile)
-    assert Interference.enabled(CostParams(), profile)
-    assert it.factor(0, prefill_share=1.0) == 1.0
-
-    def job(g, start_s):
-        yield env.timeout(start_s)
-        yield from it.compute((g,), 1.0)
-    for g in (1, 2, 3):
-        env.process(job(g, 0.1 * g))
-    seen = []
-    for t in (0.15, 0.25, 0.35):
-        env.run(until=t)
-        seen.append((it.factor(0, prefill_share=1.0), it.factor(0)))
-    assert seen == [pytest.approx((1.01, 1.2)), pytest.approx((1.04, 1.15)), pytest.approx((1.09, 1.22))]
-
-
 def test_prefill_and_decode_pay_their_own_concurrency_slowdown():
     """Two replicas working at once: a prefill job that starts while the other GPU computes is stretched by
     the prefill value, a decode job by the decode value (exact: sequential replicas keep each phase in its
