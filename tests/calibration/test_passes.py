@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from calibration.calibrate import CalibrationError, CalibrationRequest, calibrate, next_pass_budget_s
@@ -104,3 +106,19 @@ def test_params_files_pool_into_their_median(tmp_path, capsys):
     assert pooled.provenance["pooled_files"] == [str(f) for f in files]
     assert main(["--out", str(out), str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_passes_far_apart_on_a_coefficient_are_reported(caplog):
+    """Two passes: the median is their mean, so one disturbed pass moves the value; calibrate says so."""
+    import logging
+
+    calm, disturbed = _params(1.0), _params(1.0)
+    calm = dataclasses.replace(calm, copy_interference_per_job=0.023)
+    disturbed = dataclasses.replace(disturbed, copy_interference_per_job=0.40)
+    with caplog.at_level(logging.WARNING, logger="calibration.passes"):
+        merged = median_params([calm, disturbed])
+    assert merged.copy_interference_per_job == pytest.approx(0.2115)
+    assert merged.provenance["passes_disagree"] == {"copy_interference_per_job": [0.023, 0.40]}
+    assert "disagree on copy_interference_per_job (0.023, 0.4" in caplog.text
+    agreeing = median_params([_params(1.0), _params(2.0)])  # 2x apart: within the ratio
+    assert "passes_disagree" not in agreeing.provenance
