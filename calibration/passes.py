@@ -103,11 +103,20 @@ def median_params(passes: Sequence[CostParams]) -> CostParams:
     return dataclasses.replace(first, **changes)
 
 
+CHECKED_FIELDS = ("compute_interference_per_gbps", "compute_interference_per_gbps_long",
+                  "copy_interference_per_job", "copy_cpu_s_per_byte", "unit_wake_s")
+"""The coefficients :func:`disagreeing_fields` checks: the contention terms, which one disturbed pass moves
+most. Latencies fitted near zero (``transfer_latency_s`` of 8e-11 and 4e-20 s) are left out: far apart
+in ratio, both nothing."""
+
+
 def disagreeing_fields(pass_values: dict[str, list]) -> dict[str, list[float]]:
-    """The fields whose values over the passes are all positive and more than :data:`DISAGREE_RATIO` apart
-    (largest over smallest), with those values."""
+    """The fields of :data:`CHECKED_FIELDS` whose values over the passes are all positive and more than
+    :data:`DISAGREE_RATIO` apart (largest over smallest), with those values."""
     out = {}
     for name, values in pass_values.items():
+        if name not in CHECKED_FIELDS:
+            continue
         numbers = [float(v) for v in values if v is not None]
         if len(numbers) >= 2 and min(numbers) > 0 and max(numbers) > DISAGREE_RATIO * min(numbers):
             out[name] = numbers

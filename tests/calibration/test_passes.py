@@ -122,3 +122,5 @@ def test_passes_far_apart_on_a_coefficient_are_reported(caplog):
     assert "disagree on copy_interference_per_job (0.023, 0.4" in caplog.text
     agreeing = median_params([_params(1.0), _params(2.0)])  # 2x apart: within the ratio
     assert "passes_disagree" not in agreeing.provenance
+    tiny = [dataclasses.replace(_params(1.0), transfer_latency_s=t) for t in (7.6e-11, 4.2e-20)]
+    assert "passes_disagree" not in median_params(tiny).provenance  # a latency fitted near 0: not a contention term
