@@ -26,9 +26,14 @@ from pipeboost.costs import CostParams
 
 log = logging.getLogger(__name__)
 
+CHECKED_FIELDS = ("compute_interference_per_gbps", "compute_interference_per_gbps_long",
+                  "copy_interference_per_job", "copy_cpu_s_per_byte", "unit_wake_s")
+"""The coefficients :func:`disagreeing_fields` checks: the contention terms, which one disturbed pass moves
+most. Latencies fitted near zero (``transfer_latency_s`` of 8e-11 and 4e-20 s) are left out: far apart
+in ratio, both nothing."""
 DISAGREE_RATIO = 3.0
-"""Passes whose values of a positive coefficient differ by more than this factor are reported
-(:func:`disagreeing_fields`): with two passes the median is their mean, and one disturbed pass moves it
+"""Passes whose positive values of a :data:`CHECKED_FIELDS` coefficient differ by more than this factor
+are reported (:func:`disagreeing_fields`): with two passes the median is their mean, and one disturbed pass moves it
 (session 10: ``copy_interference_per_job`` 0.40 and 0.023, merged to 0.21, put the suite's load time per
 GPU 15% / 41% off; 0.06, another calibration's value, gave 2.6% / 9.8%)."""
 
@@ -103,21 +108,12 @@ def median_params(passes: Sequence[CostParams]) -> CostParams:
     return dataclasses.replace(first, **changes)
 
 
-CHECKED_FIELDS = ("compute_interference_per_gbps", "compute_interference_per_gbps_long",
-                  "copy_interference_per_job", "copy_cpu_s_per_byte", "unit_wake_s")
-"""The coefficients :func:`disagreeing_fields` checks: the contention terms, which one disturbed pass moves
-most. Latencies fitted near zero (``transfer_latency_s`` of 8e-11 and 4e-20 s) are left out: far apart
-in ratio, both nothing."""
-
-
 def disagreeing_fields(pass_values: dict[str, list]) -> dict[str, list[float]]:
     """The fields of :data:`CHECKED_FIELDS` whose values over the passes are all positive and more than
     :data:`DISAGREE_RATIO` apart (largest over smallest), with those values."""
     out = {}
-    for name, values in pass_values.items():
-        if name not in CHECKED_FIELDS:
-            continue
-        numbers = [float(v) for v in values if v is not None]
+    for name in CHECKED_FIELDS:
+        numbers = [float(v) for v in pass_values.get(name, []) if v is not None]
         if len(numbers) >= 2 and min(numbers) > 0 and max(numbers) > DISAGREE_RATIO * min(numbers):
             out[name] = numbers
     return out
