@@ -36,6 +36,7 @@ On CUDA devices none of these applies (copy engines and SMs are not host cores):
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -53,15 +54,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CoresSample:
     """``threads`` concurrent compute threads: ``alone_s`` for one thread's work alone, ``together_s``
-    wall time for all of them (each doing the same work)."""
+    wall time for all of them (each doing the same work), the medians of the repeats; ``pair_cores`` the
+    effective cores of each repeat (one alone run and the together run right after it)."""
 
     threads: int
     alone_s: float
     together_s: float
+    pair_cores: tuple[float, ...] = ()
 
     @property
     def effective_cores(self) -> float:
-        """Throughput of ``threads`` concurrent threads relative to one alone (cores' worth)."""
+        """Throughput of ``threads`` concurrent threads relative to one alone (cores' worth): the median over
+        :attr:`pair_cores` when there are any, else from the medians ``threads x alone_s / together_s``."""
+        if self.pair_cores:
+            return float(statistics.median(self.pair_cores))
         return self.threads * self.alone_s / self.together_s
 
 
@@ -88,19 +94,28 @@ def _timed_threads(works: list[Callable[[], None]], threads: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 20, repeats: int = 3) -> CoresSample:
-    """Measure :class:`CoresSample` with one thread per bench (device); medians of ``repeats``."""
+CORES_REPEATS = 9
+"""Alone / together pairs :func:`effective_cores` takes the median over. The VM's other tenants take a core
+for a second or two at a time: three repeats of 20 calls each gave 1.67-1.91 in six back-to-back
+measurements (session 11), and one such value (1.68 against the usual 1.8-1.9) made a one-pass calibration's
+two-device rows 10-20% late; nine shorter pairs spread over ~4 s outvote a burst that short."""
+
+
+def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 10,
+                    repeats: int = CORES_REPEATS) -> CoresSample:
+    """Measure :class:`CoresSample` with one thread per bench (device): ``repeats`` pairs of one thread alone
+    and then all of them at once, each doing ``calls`` decoder-layer prefills of ``tokens`` tokens."""
     works = [_layer_work(b, tokens, calls) for b in benches]
     _timed_threads(works[:1])  # warm-up
     alone, together = [], []
     for _ in range(repeats):
         alone.append(_timed_threads(works[:1]))
         together.append(_timed_threads(works))
-    alone.sort()
-    together.sort()
-    sample = CoresSample(len(benches), alone[len(alone) // 2], together[len(together) // 2])
-    log.info("effective cores: %d threads, %.3f s alone, %.3f s together -> %.2f", sample.threads,
-             sample.alone_s, sample.together_s, sample.effective_cores)
+    pairs = tuple(len(benches) * a / t for a, t in zip(alone, together))
+    sample = CoresSample(len(benches), float(statistics.median(alone)), float(statistics.median(together)), pairs)
+    log.info("effective cores: %d threads, %.3f s alone, %.3f s together (medians of %d) -> %.2f (pairs %s)",
+             sample.threads, sample.alone_s, sample.together_s, repeats, sample.effective_cores,
+             ", ".join(f"{c:.2f}" for c in pairs))
     return sample
 
 

@@ -214,6 +214,10 @@ COPY_TERM_TOKENS = 32
 LONG_INTERFERENCE_RUNS = 2
 """The same with :data:`LONG_PROMPT_TOKENS`-token prompts (``compute_interference_per_gbps_long``): 19-38
 layer calls of OPT-125M overlap the copies per run, so two runs even when the budget runs late (~3 s)."""
+LONG_INTERFERENCE_MAX_RUNS = 4
+"""Loading runs with long prompts at most: after :data:`LONG_INTERFERENCE_RUNS`, one more at a time while
+fewer than :data:`CONCURRENCY_MIN_CALLS` calls overlap the copies (session 11: two runs gave 17 calls, the
+term was left unset and the 32-token term, 0.063 against the measured 0.041, charged the long prompts)."""
 
 
 LONG_PROMPT_TOKENS = 128
@@ -429,6 +433,23 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return _nonnegative_median(values)
+
+
+def copy_term_runs(model_dir: Path, preset: str, dtype: str, link_bytes_per_s: float, n_devices: int,
+                   profile: ComputeProfile, model: ModelSpec, host_cores: float | None, device_kind: str = "cpu",
+                   prompt_tokens: int = COPY_TERM_TOKENS, runs: int = INTERFERENCE_RUNS,
+                   max_runs: int | None = None) -> tuple[list[list[TraceRecord]], float, int]:
+    """:func:`loading_runs` and the copy term measured on them (:func:`load_interference_per_gbps`): the
+    traces, the term and its number of calls. With ``max_runs``, one more run at a time while fewer than
+    :data:`CONCURRENCY_MIN_CALLS` calls overlap the copies, up to ``max_runs`` runs in all."""
+    traces: list[list[TraceRecord]] = []
+    while True:
+        traces += loading_runs(model_dir, preset, dtype, link_bytes_per_s, n_devices, device_kind,
+                               prompt_tokens=prompt_tokens, runs=runs if not traces else 1)
+        value, calls = load_interference_per_gbps(traces, profile, model, link_bytes_per_s, host_cores,
+                                                  prompt_tokens=prompt_tokens)
+        if max_runs is None or calls >= CONCURRENCY_MIN_CALLS or len(traces) >= max_runs:
+            return traces, value, calls
 
 
 WAKE_WINDOW_S = 0.02

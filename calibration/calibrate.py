@@ -263,6 +263,7 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
             cores = bench_host.effective_cores(benches)  # see bench_host: what the simulator's cores stand for
             extras["effective_cores_threads_alone_together"] = [cores.effective_cores, cores.threads,
                                                                 cores.alone_s, cores.together_s]
+            extras["effective_cores_pairs"] = list(cores.pair_cores)
             extras["host_cores"] = bench_host.host_cores_param(cores)
             _copy_interference(benches, model_dir, devices, link, extras, threads)
         bar.stage("hops")
@@ -403,21 +404,19 @@ def _measure(req: CalibrationRequest, pass_index: int, budget_s: float) -> CostP
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
 
-        def copy_term(tokens: int, runs: int) -> tuple[list, float, int]:
+        def copy_term(tokens: int, runs: int, max_runs: int | None = None) -> tuple[list, float, int]:
             """Loading runs with ``tokens``-token prompts, and the copy term and calls measured on them."""
-            runs_traces = bench_profile.loading_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n,
-                                                     devices[0].type, prompt_tokens=tokens, runs=runs)
-            value, calls = bench_profile.load_interference_per_gbps(runs_traces, profiles[0], model,
-                                                                    req.link_gbps * 1e9, extras.get("host_cores"),
-                                                                    prompt_tokens=tokens)
-            return runs_traces, value, calls
+            return bench_profile.copy_term_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, profiles[0],
+                                                model, extras.get("host_cores"), devices[0].type, tokens, runs,
+                                                max_runs)
 
         base_runs = 2 if budget.remaining_s() < MODEL_RUNS_S else bench_profile.INTERFERENCE_RUNS
         traces, per_gbps, calls = copy_term(bench_profile.COPY_TERM_TOKENS, base_runs)
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
         long_tokens = bench_profile.LONG_PROMPT_TOKENS  # the copy term of long prefills (their kernels lose less)
-        _, per_gbps_long, calls_long = copy_term(long_tokens, bench_profile.LONG_INTERFERENCE_RUNS)
+        _, per_gbps_long, calls_long = copy_term(long_tokens, bench_profile.LONG_INTERFERENCE_RUNS,
+                                                 bench_profile.LONG_INTERFERENCE_MAX_RUNS)
         extras["load_interference_per_gbps_long_calls_tokens"] = [per_gbps_long, calls_long, long_tokens]
         extras["compute_interference_long_tokens"] = long_tokens
         if calls_long >= bench_profile.CONCURRENCY_MIN_CALLS:

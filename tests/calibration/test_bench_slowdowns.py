@@ -87,3 +87,46 @@ def test_copy_interference_per_job_divides_out_the_cores_oversubscription():
     assert copy_interference_per_job(alone, computing, 2) == pytest.approx(0.25)
     assert copy_interference_per_job(alone, computing, 2, host_cores=2.0) == pytest.approx(0.25)
     assert copy_interference_per_job(alone, computing, 2, host_cores=1.6) == pytest.approx(0.2)
+
+
+def test_effective_cores_is_the_median_of_alone_together_pairs(monkeypatch):
+    """Each pair is one thread alone then both at once, back to back; a burst that slows one pair's "together"
+    run (another tenant on a core) is outvoted, where the ratio of the separate medians would mix pairs."""
+    from calibration import bench_host
+
+    # warm-up, then (alone, together) x 5: pairs 1.8, 1.9, 1.2 (the burst), 1.85, 1.9
+    walls = iter([0.1, 0.10, 0.111, 0.10, 0.105, 0.12, 0.2, 0.10, 0.108, 0.10, 0.105])
+    monkeypatch.setattr(bench_host, "_timed_threads", lambda works, threads=1: next(walls))
+    sample = bench_host.effective_cores([None, None], repeats=5)
+    assert sample.pair_cores == pytest.approx((2 * 0.1 / 0.111, 1.9048, 1.2, 2 * 0.1 / 0.108, 1.9048), rel=1e-3)
+    assert sample.effective_cores == pytest.approx(2 * 0.1 / 0.108)  # the median pair
+    assert (sample.alone_s, sample.together_s) == (0.10, pytest.approx(0.108))
+    assert bench_host.CoresSample(2, 0.1, 0.125).effective_cores == pytest.approx(1.6)  # no pairs: the medians
+
+
+def test_long_prompt_copy_term_runs_more_loading_runs_until_enough_calls(monkeypatch):
+    """Two loading runs with 17 overlapping calls (session 11) left the long-prompt term unset; with
+    ``max_runs`` one more run at a time until CONCURRENCY_MIN_CALLS calls, and never past ``max_runs``."""
+    from calibration import bench_profile
+
+    model, profile = _model_and_profile()
+    asked = []
+
+    def fake_runs(*args, runs, **kw):
+        asked.append(runs)
+        return [[f"trace{len(asked)}-{i}"] for i in range(runs)]
+    monkeypatch.setattr(bench_profile, "loading_runs", fake_runs)
+    per_run_calls = 9
+    monkeypatch.setattr(bench_profile, "load_interference_per_gbps",
+                        lambda traces, *a, **kw: (0.01 * len(traces), per_run_calls * len(traces)))
+    traces, value, calls = bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8,
+                                                        runs=2, max_runs=4)
+    assert asked == [2, 1] and len(traces) == 3 and calls == 27 >= CONCURRENCY_MIN_CALLS and value == 0.03
+    asked.clear()
+    per_run_calls = 1
+    traces, _, calls = bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8,
+                                                    runs=2, max_runs=4)
+    assert asked == [2, 1, 1] and len(traces) == 4 and calls == 4  # capped: the caller leaves the term unset
+    asked.clear()
+    bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8, runs=3)
+    assert asked == [3]  # without max_runs: the runs asked for, whatever the calls
