@@ -6,7 +6,8 @@ contend for the GIL), which :mod:`sim.hostcpu` models with ``CostParams.host_cor
 
 * :func:`effective_cores`: ``n`` threads (one torch thread each, as compute workers run) each do the same
   fixed amount of decoder-layer work; effective cores = ``n x (time of one thread alone) / (wall time of n
-  at once)``, i.e. throughput of n concurrent threads relative to one. Clamped to ``[1, n]`` for the
+  at once)``, i.e. throughput of n concurrent threads relative to one, the median over pairs of the two runs
+  made back to back. Clamped to ``[1, n]`` for the
   params (a job alone runs at its alone speed by construction); the raw figure goes to the provenance.
   The figure depends on the work: one cached 32-token layer per thread (what is measured) gives 1.80-1.83
   for OPT-125M on this 2-core VM, layer copies that exceed the caches 1.88-1.90, compute-bound 512-token
@@ -60,15 +61,13 @@ class CoresSample:
     threads: int
     alone_s: float
     together_s: float
-    pair_cores: tuple[float, ...] = ()
+    pair_cores: tuple[float, ...]
 
     @property
     def effective_cores(self) -> float:
         """Throughput of ``threads`` concurrent threads relative to one alone (cores' worth): the median over
-        :attr:`pair_cores` when there are any, else from the medians ``threads x alone_s / together_s``."""
-        if self.pair_cores:
-            return float(statistics.median(self.pair_cores))
-        return self.threads * self.alone_s / self.together_s
+        :attr:`pair_cores` (each ``threads x alone / together`` of one pair)."""
+        return float(statistics.median(self.pair_cores))
 
 
 def _layer_work(bench: UnitBench, tokens: int, calls: int) -> Callable[[], None]:
