@@ -139,6 +139,9 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
     if extras.get("host_cores") is not None:  # CPU virtual devices: compute jobs share the host's cores with
         # the copies' own CPU; the copy term caps a compute thread's speed (sim.interference)
         params = params.with_(host_cores=float(extras["host_cores"]),
+                              host_cores_many=_optional(extras, "host_cores_many"),
+                              host_cores_many_threads=int(extras.get("host_cores_many_threads",
+                                                                     params.host_cores_many_threads)),
                               copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)),
                               compute_interference_per_gbps=float(extras.get("compute_interference_per_gbps", 0.0)),
                               compute_interference_per_gbps_long=_optional(extras,

@@ -118,6 +118,20 @@ def effective_cores(benches: list[UnitBench], tokens: int = 32, calls: int = 10,
     return sample
 
 
+MANY_THREADS = 4
+"""Compute threads of the second effective-cores measurement (``CostParams.host_cores_many``): the suite runs
+up to four CPU virtual devices on the 2-core VM, where four threads got 1.57 cores' worth against two threads'
+1.84 (OPT-125M decoder layers, session 12), and the three- and four-device rows ran 8-10% late."""
+
+
+def more_benches(benches: list[UnitBench], threads: int, make: Callable[[torch.device], UnitBench]) -> list[UnitBench]:
+    """``benches`` plus new ones (``make(device)``, the devices taken in turn) up to ``threads`` in all: one
+    compute thread each for :func:`effective_cores` (CPU virtual devices share the host, so a third thread
+    on device 0 competes as a third device would)."""
+    devices = [b.device for b in benches]
+    return list(benches) + [make(devices[i % len(devices)]) for i in range(len(benches), threads)]
+
+
 def host_cores_param(sample: CoresSample) -> float:
     """``CostParams.host_cores`` from a measurement: effective cores clamped to ``[1, threads]``."""
     return min(max(sample.effective_cores, 1.0), float(sample.threads))

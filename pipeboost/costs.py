@@ -20,6 +20,11 @@ Default parameters and where they come from:
   of all GPUs of a node share that many host cores, processor-sharing style (CPU virtual devices, see
   :mod:`sim.hostcpu`): a unit's compute is a job of its duration x 1 core, capped at 1 core; a copy
   occupies ``copy_cpu_s_per_byte`` x its byte rate cores (CPU-seconds per byte copied).
+  ``host_cores_many = None``: the cores' worth with ``host_cores_many_threads`` (4) compute threads busy,
+  when measured: more threads than cores get less out of them (OPT-125M decoder layers on the 2-core VM:
+  1.84 with two threads, 1.70 with three, 1.57 with four); the node's host-CPU capacity then follows the
+  GPUs computing, linear between two threads (``host_cores``) and ``host_cores_many_threads``
+  (:meth:`CostParams.host_cores_for`).
 * ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
   materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
   this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
@@ -82,6 +87,8 @@ class CostParams:
     failure_detection_s: float = 0.025
     replan_overhead_s: float = 0.0
     host_cores: float | None = None
+    host_cores_many: float | None = None
+    host_cores_many_threads: int = 4
     copy_cpu_s_per_byte: float = 0.0
     unit_load_cpu_s: float = 0.0
     compute_interference_per_job: float = 0.0
@@ -114,6 +121,17 @@ class CostParams:
             return long
         w = math.log(prefill_tokens / t0) / math.log(t1 / t0)
         return base + w * (long - base)
+
+    def host_cores_for(self, threads: int) -> float | None:
+        """Cores' worth of the host with ``threads`` compute threads busy: ``host_cores`` (measured with two
+        threads) up to two, ``host_cores_many`` from ``host_cores_many_threads`` on, linear between (None
+        without ``host_cores``; ``host_cores`` throughout without ``host_cores_many``)."""
+        base, many, at = self.host_cores, self.host_cores_many, self.host_cores_many_threads
+        if base is None or many is None or threads <= 2 or at <= 2:
+            return base
+        if threads >= at:
+            return many
+        return base + (threads - 2) / (at - 2) * (many - base)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -241,6 +241,13 @@ def parse_params(node: Node) -> CostParams:
         raise node.error("host_cores and compute_interference_per_job both model devices slowing each other",
                          "keep host_cores (core sharing) or compute_interference_per_job, not both",
                          "compute_interference_per_job")
+    if values.get("host_cores_many") is not None and values.get("host_cores") is None:
+        raise node.error("host_cores_many is set without host_cores", "set host_cores (the cores' worth with two "
+                         "compute threads) as well, or drop host_cores_many", "host_cores_many")
+    if values["host_cores_many_threads"] <= 2:
+        raise node.error(f"host_cores_many_threads ({values['host_cores_many_threads']:g}) must exceed 2 (host_cores "
+                         "is the value with two threads)", "set the thread count host_cores_many was measured with "
+                         "(4 from pipeboost calibrate)", "host_cores_many_threads")
     if values["compute_interference_long_tokens"] <= values["compute_interference_base_tokens"]:
         raise node.error(f"compute_interference_long_tokens ({values['compute_interference_long_tokens']:g}) must "
                          f"exceed compute_interference_base_tokens ({values['compute_interference_base_tokens']:g})",
@@ -272,7 +279,8 @@ def _parse_profiles(node: Node) -> tuple:
 def _param_check(name: str):
     if name in ("link_efficiency", "compute_efficiency", "memory_efficiency"):
         return in_range(1e-6, 1.0)
-    if name.endswith("bytes_per_s") or name == "host_cores" or name.endswith("_tokens"):
+    if (name.endswith("bytes_per_s") or name in ("host_cores", "host_cores_many") or name.endswith("_tokens")
+            or name.endswith("_threads")):
         return positive
     return lambda v: None if v >= 0 else "must not be negative"
 

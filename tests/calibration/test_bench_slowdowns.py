@@ -131,3 +131,15 @@ def test_long_prompt_copy_term_runs_more_loading_runs_until_enough_calls(monkeyp
     asked.clear()
     bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8, runs=3)
     assert asked == [3]  # without max_runs: the runs asked for, whatever the calls
+
+
+def test_more_benches_adds_benches_on_the_devices_in_turn_up_to_the_thread_count():
+    from types import SimpleNamespace
+
+    from calibration.bench_host import more_benches
+
+    two = [SimpleNamespace(device="cpu:0"), SimpleNamespace(device="cpu:1")]
+    made = more_benches(two, 5, lambda d: SimpleNamespace(device=d, new=True))
+    assert made[:2] == two and [b.device for b in made] == ["cpu:0", "cpu:1", "cpu:0", "cpu:1", "cpu:0"]
+    assert all(getattr(b, "new", False) for b in made[2:])
+    assert more_benches(two, 2, lambda d: None) == two

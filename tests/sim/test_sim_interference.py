@@ -328,3 +328,47 @@ def test_copies_take_host_cores_from_compute_when_copy_cpu_is_modelled():
     assert ends == {g: pytest.approx(2.0, rel=1e-6) for g in range(3)}
     assert net.capacity_bytes_per_s[cpus[0].cpu_link] == 2.0 * CORE_NS
     assert done.triggered
+
+
+def test_host_cores_follow_the_gpus_computing_with_host_cores_many():
+    """``host_cores`` 2 with two threads, ``host_cores_many`` 1 with four: three jobs from 0 s share 1.5 cores
+    (half a core each, 0.5 s of work done by 1 s); the fourth job from 1 s leaves 1 core to four (a quarter
+    each), so the first three end at 1 + 0.5 / 0.25 = 3 s; the fourth, 0.5 s done by then, alone on its
+    thread's one core ends at 3.5 s; the node's cores are back to 2 when nothing computes."""
+    from pipeboost.costs import CostParams
+
+    params = CostParams(host_cores=2.0, host_cores_many=1.0, host_cores_many_threads=4)
+    env, net, cpus, it = _host_node(params, gpus=4)
+    ends = _run_jobs(env, it, cpus, {0: 0.0, 1: 0.0, 2: 0.0, 3: 1.0})
+    from sim.hostcpu import CORE_NS
+
+    assert ends == {0: pytest.approx(3.0, rel=1e-9), 1: pytest.approx(3.0, rel=1e-9), 2: pytest.approx(3.0, rel=1e-9),
+                    3: pytest.approx(3.5, rel=1e-9)}
+    assert net.capacity_bytes_per_s[cpus[0].cpu_link] == 2.0 * CORE_NS
+    env, net, cpus, it = _host_node(CostParams(host_cores=2.0), gpus=4)  # without it: 2 cores throughout,
+    # two thirds of a core each until 1 s, then half: 1 + (1/3) / 0.5 s; the fourth ends 2/3 s later
+    assert _run_jobs(env, it, cpus, {0: 0.0, 1: 0.0, 2: 0.0, 3: 1.0}) == {
+        0: pytest.approx(5.0 / 3.0, rel=1e-9), 1: pytest.approx(5.0 / 3.0, rel=1e-9),
+        2: pytest.approx(5.0 / 3.0, rel=1e-9), 3: pytest.approx(7.0 / 3.0, rel=1e-9)}
+
+
+def test_host_cores_for_interpolates_between_two_threads_and_the_many_threads_value():
+    from pipeboost.costs import CostParams
+
+    p = CostParams(host_cores=1.8, host_cores_many=1.6, host_cores_many_threads=4)
+    assert [p.host_cores_for(k) for k in (1, 2, 3, 4, 6)] == [1.8, 1.8, pytest.approx(1.7), 1.6, 1.6]
+    assert CostParams(host_cores=1.8).host_cores_for(4) == 1.8
+    assert CostParams().host_cores_for(4) is None
+
+
+def test_params_refuse_host_cores_many_without_host_cores_and_too_few_threads(tmp_path):
+    from pipeboost.errors import PipeBoostError
+    from pipeboost.scenario import load_params_file
+
+    for body, key in (("host_cores_many: 1.5\n", "host_cores_many"),
+                      ("host_cores: 1.8\nhost_cores_many: 1.5\nhost_cores_many_threads: 2\n", "host_cores_many_threads")):
+        path = tmp_path / "p.yaml"
+        path.write_text(body)
+        with pytest.raises(PipeBoostError) as err:
+            load_params_file(path)
+        assert key in str(err.value) and "p.yaml" in str(err.value)
