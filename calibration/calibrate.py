@@ -18,7 +18,8 @@
    workers' own time after a hand-off or a token before they serve the next queued request
    (``worker_after_hop_s``, ``worker_after_token_s``, :func:`calibration.bench_runtime.worker_switch_gaps`);
 7. on CPU virtual devices, the host cores that compute threads share (:mod:`calibration.bench_host`:
-   ``host_cores``), how much slower the loaders copy while every device computes
+   ``host_cores`` with one thread per device, ``host_cores_many`` with :data:`calibration.bench_host.MANY_THREADS`
+   threads), how much slower the loaders copy while every device computes
    (``copy_interference_per_job``) and the loaders' per-unit work (``unit_load_cpu_s``; loader CPU per byte is
    kept in the provenance);
 8. failure handling: an injected fault's detection delay and replan overhead
