@@ -266,11 +266,12 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
                                                                 cores.alone_s, cores.together_s]
             extras["effective_cores_pairs"] = list(cores.pair_cores)
             extras["host_cores"] = bench_host.host_cores_param(cores)
-            many = bench_host.effective_cores(bench_host.more_benches(benches, bench_host.MANY_THREADS,
-                                                                      lambda d: bench_compute.UnitBench(hf, d, tdtype)))
-            extras["effective_cores_many_pairs"] = list(many.pair_cores)
-            extras["host_cores_many"] = bench_host.host_cores_param(many)
-            extras["host_cores_many_threads"] = many.threads
+            if len(benches) < bench_host.MANY_THREADS:  # with that many devices the measurement above is it
+                many = bench_host.effective_cores(bench_host.more_benches(
+                    benches, bench_host.MANY_THREADS, lambda d: bench_compute.UnitBench(hf, d, tdtype)))
+                extras["effective_cores_many_pairs"] = list(many.pair_cores)
+                extras["host_cores_many"] = bench_host.host_cores_param(many)
+                extras["host_cores_many_threads"] = many.threads
             _copy_interference(benches, model_dir, devices, link, extras, threads)
         bar.stage("hops")
         deadline = budget.phase(SHARES["hops"])

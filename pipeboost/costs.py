@@ -122,12 +122,18 @@ class CostParams:
         w = math.log(prefill_tokens / t0) / math.log(t1 / t0)
         return base + w * (long - base)
 
+    @property
+    def host_cores_vary(self) -> bool:
+        """Whether the host cores' worth depends on the threads computing (``host_cores`` and
+        ``host_cores_many`` both set; :meth:`host_cores_for`)."""
+        return self.host_cores is not None and self.host_cores_many is not None
+
     def host_cores_for(self, threads: int) -> float | None:
         """Cores' worth of the host with ``threads`` compute threads busy: ``host_cores`` (measured with two
         threads) up to two, ``host_cores_many`` from ``host_cores_many_threads`` on, linear between (None
         without ``host_cores``; ``host_cores`` throughout without ``host_cores_many``)."""
         base, many, at = self.host_cores, self.host_cores_many, self.host_cores_many_threads
-        if base is None or many is None or threads <= 2 or at <= 2:
+        if not self.host_cores_vary or threads <= 2 or at <= 2:
             return base
         if threads >= at:
             return many

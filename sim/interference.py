@@ -78,7 +78,6 @@ class Interference:
         self.per_gbps = params.compute_interference_per_gbps
         self.params = params
         self.copy_per_job = params.copy_interference_per_job
-        self.host_cores = params.host_cores
         self.gpus_per_node = gpus_per_node
         self.networks = list(networks)
         self.computing: list[dict[int, int]] = [{} for _ in self.networks]
@@ -93,9 +92,8 @@ class Interference:
     def enabled(params: "CostParams", profile: "ComputeProfile | None" = None) -> bool:
         model = profile is not None and (profile.concurrency_slowdown > 0
                                          or (profile.prefill_concurrency_slowdown or 0.0) > 0)
-        many = params.host_cores is not None and params.host_cores_many is not None
         return (params.compute_interference_per_job > 0 or params.compute_interference_per_gbps > 0
-                or params.copy_interference_per_job > 0 or model or many)
+                or params.copy_interference_per_job > 0 or model or params.host_cores_vary)
 
     def copy_gbps(self, node: int) -> float:
         """GB/s being copied to ``node``'s GPUs now: the flows over their own links (the node's network also
@@ -164,7 +162,7 @@ class Interference:
     def _set_cores(self, nodes: set[int]) -> None:
         """With ``host_cores_many``: set the host-CPU link of ``nodes`` to the cores' worth of their GPUs
         computing now (:meth:`CostParams.host_cores_for`); work in progress continues at the new shares."""
-        if self.params.host_cores is None or self.params.host_cores_many is None:
+        if not self.params.host_cores_vary:
             return
         for node in nodes:
             link = cpu_link_name(node)
