@@ -140,6 +140,7 @@ def fit_measurements(m: Measurements, link_gbps: float | None, gpu: GPUSpec, mod
         # the copies' own CPU; the copy term caps a compute thread's speed (sim.interference)
         params = params.with_(host_cores=float(extras["host_cores"]),
                               host_cores_many=_optional(extras, "host_cores_many"),
+                              host_cores_threads=int(extras.get("host_cores_threads", params.host_cores_threads)),
                               host_cores_many_threads=int(extras.get("host_cores_many_threads",
                                                                      params.host_cores_many_threads)),
                               copy_cpu_s_per_byte=float(extras.get("copy_cpu_s_per_byte", 0.0)),

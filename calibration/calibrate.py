@@ -266,6 +266,7 @@ def _phase_compute(budget: Budget, devices: list[torch.device], config: dict[str
                                                                 cores.alone_s, cores.together_s]
             extras["effective_cores_pairs"] = list(cores.pair_cores)
             extras["host_cores"] = bench_host.host_cores_param(cores)
+            extras["host_cores_threads"] = cores.threads
             if len(benches) < bench_host.MANY_THREADS:  # with that many devices the measurement above is it
                 many = bench_host.effective_cores(bench_host.more_benches(
                     benches, bench_host.MANY_THREADS, lambda d: bench_compute.UnitBench(hf, d, tdtype)))

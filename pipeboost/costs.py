@@ -23,8 +23,8 @@ Default parameters and where they come from:
   ``host_cores_many = None``: the cores' worth with ``host_cores_many_threads`` (4) compute threads busy,
   when measured: more threads than cores get less out of them (OPT-125M decoder layers on the 2-core VM:
   1.84 with two threads, 1.70 with three, 1.57 with four); the node's host-CPU capacity then follows the
-  GPUs computing, linear between two threads (``host_cores``) and ``host_cores_many_threads``
-  (:meth:`CostParams.host_cores_for`).
+  GPUs computing, linear between ``host_cores_threads`` (2: the threads ``host_cores`` was measured with,
+  one per calibrated device) and ``host_cores_many_threads`` (:meth:`CostParams.host_cores_for`).
 * ``unit_load_cpu_s = 0``: per-unit software work of a load (reading the checkpoint, building and
   materialising the module) that overlaps the unit's link time: a unit load ends when both its bytes and
   this work are done (a CPU job on the host cores when ``host_cores`` is set). Exposed for tiny units only.
@@ -88,6 +88,7 @@ class CostParams:
     replan_overhead_s: float = 0.0
     host_cores: float | None = None
     host_cores_many: float | None = None
+    host_cores_threads: int = 2
     host_cores_many_threads: int = 4
     copy_cpu_s_per_byte: float = 0.0
     unit_load_cpu_s: float = 0.0
@@ -129,15 +130,16 @@ class CostParams:
         return self.host_cores is not None and self.host_cores_many is not None
 
     def host_cores_for(self, threads: int) -> float | None:
-        """Cores' worth of the host with ``threads`` compute threads busy: ``host_cores`` (measured with two
-        threads) up to two, ``host_cores_many`` from ``host_cores_many_threads`` on, linear between (None
-        without ``host_cores``; ``host_cores`` throughout without ``host_cores_many``)."""
-        base, many, at = self.host_cores, self.host_cores_many, self.host_cores_many_threads
-        if not self.host_cores_vary or threads <= 2 or at <= 2:
+        """Cores' worth of the host with ``threads`` compute threads busy: ``host_cores`` (measured with
+        ``host_cores_threads``) up to that many, ``host_cores_many`` from ``host_cores_many_threads`` on,
+        linear between (None without ``host_cores``; ``host_cores`` throughout without ``host_cores_many``)."""
+        base, many = self.host_cores, self.host_cores_many
+        low, at = self.host_cores_threads, self.host_cores_many_threads
+        if not self.host_cores_vary or threads <= low or at <= low:
             return base
         if threads >= at:
             return many
-        return base + (threads - 2) / (at - 2) * (many - base)
+        return base + (threads - low) / (at - low) * (many - base)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

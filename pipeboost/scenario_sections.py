@@ -244,9 +244,14 @@ def parse_params(node: Node) -> CostParams:
     if values.get("host_cores_many") is not None and values.get("host_cores") is None:
         raise node.error("host_cores_many is set without host_cores", "set host_cores (the cores' worth with two "
                          "compute threads) as well, or drop host_cores_many", "host_cores_many")
-    if values["host_cores_many_threads"] <= 2:
-        raise node.error(f"host_cores_many_threads ({values['host_cores_many_threads']:g}) must exceed 2 (host_cores "
-                         "is the value with two threads)", "set the thread count host_cores_many was measured with "
+    if values["host_cores_threads"] < 1 or values["host_cores_threads"] != int(values["host_cores_threads"]):
+        raise node.error(f"host_cores_threads ({values['host_cores_threads']:g}) must be a whole number of threads, "
+                         "at least 1", "set the compute threads host_cores was measured with (the calibrated "
+                         "device count)", "host_cores_threads")
+    if values["host_cores_many_threads"] <= values["host_cores_threads"]:
+        raise node.error(f"host_cores_many_threads ({values['host_cores_many_threads']:g}) must exceed "
+                         f"host_cores_threads ({values['host_cores_threads']:g}, the threads host_cores was "
+                         "measured with)", "set the thread count host_cores_many was measured with "
                          "(4 from pipeboost calibrate)", "host_cores_many_threads")
     if values["compute_interference_long_tokens"] <= values["compute_interference_base_tokens"]:
         raise node.error(f"compute_interference_long_tokens ({values['compute_interference_long_tokens']:g}) must "

@@ -43,6 +43,7 @@ def test_interference_runtime_latencies_and_failure_handling_are_measured(params
     params = load_params_file(params_path)
     prov = params.provenance
     assert 1.0 <= params.host_cores <= 2.0  # two virtual devices: between one and two cores' worth
+    assert params.host_cores_threads == 2 and params.host_cores_many_threads == 4  # measured with 2, then 4
     # the loaders' CPU per byte, measured, is charged on the host cores (one pass: its own value); the cores
     # compute loses to the copies per byte/s is measured beside it, for the record
     assert params.copy_cpu_s_per_byte == prov["copy_cpu_s_per_byte"] > 0 and prov["loader_cpu_s_wall_s_bytes"][0][2] > 0

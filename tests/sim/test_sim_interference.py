@@ -359,6 +359,9 @@ def test_host_cores_for_interpolates_between_two_threads_and_the_many_threads_va
     assert [p.host_cores_for(k) for k in (1, 2, 3, 4, 6)] == [1.8, 1.8, pytest.approx(1.7), 1.6, 1.6]
     assert CostParams(host_cores=1.8).host_cores_for(4) == 1.8
     assert CostParams().host_cores_for(4) is None
+    # host_cores measured with three threads (calibrate --devices cpu:3): the line starts there
+    p3 = CostParams(host_cores=1.7, host_cores_many=1.5, host_cores_threads=3, host_cores_many_threads=5)
+    assert [p3.host_cores_for(k) for k in (2, 3, 4, 5, 6)] == [1.7, 1.7, pytest.approx(1.6), 1.5, 1.5]
 
 
 def test_params_refuse_host_cores_many_without_host_cores_and_too_few_threads(tmp_path):
@@ -366,7 +369,10 @@ def test_params_refuse_host_cores_many_without_host_cores_and_too_few_threads(tm
     from pipeboost.scenario import load_params_file
 
     for body, key in (("host_cores_many: 1.5\n", "host_cores_many"),
-                      ("host_cores: 1.8\nhost_cores_many: 1.5\nhost_cores_many_threads: 2\n", "host_cores_many_threads")):
+                      ("host_cores: 1.8\nhost_cores_many: 1.5\nhost_cores_many_threads: 2\n", "host_cores_many_threads"),
+                      ("host_cores: 1.8\nhost_cores_threads: 4\n", "host_cores_many_threads"),
+                      ("host_cores: 1.8\nhost_cores_threads: 0\n", "host_cores_threads"),
+                      ("host_cores: 1.8\nhost_cores_threads: 2.5\n", "host_cores_threads")):
         path = tmp_path / "p.yaml"
         path.write_text(body)
         with pytest.raises(PipeBoostError) as err:
