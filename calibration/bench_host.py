@@ -41,12 +41,13 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from calibration.bench_compute import UnitBench
-from calibration.bench_load import UnitLoadRun
+from calibration.bench_load import UnitLoadRun, measure_unit_loads
 from sim.hostcpu import oversubscription
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,16 @@ def copy_cores_per_byte(busy: UnitLoadRun, call_ends: list[float], calls_per_s_a
 def load_rate_bytes_per_s(run: UnitLoadRun) -> float:
     """Aggregate bytes per second of a load run (time zero after start-up to the last unit landing)."""
     return sum(n for _, _, n, _ in run.loads) / max(run.wall_s - run.startup_s, 1e-9)
+
+
+UNCAPPED_RUNS = 2
+
+
+def uncapped_load_aggregate_bytes_per_s(model_dir: Path, devices: list[torch.device],
+                                        runs: int = UNCAPPED_RUNS) -> float:
+    """The loaders' own aggregate limit: every unit of ``model_dir`` cold-loaded onto all ``devices`` at once
+    with no link cap, the best of ``runs`` (bytes/s; the ``host_mem`` link of CPU virtual devices)."""
+    return max(load_rate_bytes_per_s(measure_unit_loads(model_dir, devices, None)) for _ in range(runs))
 
 
 def copy_interference_per_job(alone: UnitLoadRun, computing: UnitLoadRun, n_computing: int,

@@ -170,8 +170,8 @@ def _phase_start_and_loads(req: CalibrationRequest, budget: Budget, devices: lis
         extras["copy_cpu_s_per_byte"] = float(np.median(per_byte))
         extras["unit_load_cpu_s"] = _unit_load_cpu_s(req, config, devices, link)
     if link and len(devices) > 1:  # the loaders' own aggregate limit: all devices at once, no link cap
-        free = [bench_load.measure_unit_loads(model_dir, devices, None) for _ in range(2)]
-        extras["uncapped_load_aggregate_bytes_per_s"] = max(bench_host.load_rate_bytes_per_s(r) for r in free)
+        extras["uncapped_load_aggregate_bytes_per_s"] = bench_host.uncapped_load_aggregate_bytes_per_s(model_dir,
+                                                                                                 devices)
     loads = tuple(x for r in runs for x in r.loads)
     startup = float(np.median([r.startup_s for r in runs]))
     extras["startup_s_runs"] = [r.startup_s for r in runs]

@@ -10,7 +10,7 @@ whether the policy the simulator picks is within 5% of the best measured one. ``
 
 ``python -m calibration.suite --params P [--quick] [--dir scenarios/validation] [--out runs/validation]
 [--reuse-executor DIR] [--repeats K] [--speed-probe]`` (``--reuse-executor``: re-simulate only, against an
-earlier run's executor traces; ``--speed-probe``: :mod:`calibration.speed_probe`)
+earlier run's executor traces; ``--speed-probe``: :mod:`calibration.speed_probe` and :mod:`calibration.copy_probe`)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from calibration.align import ALL_COMPONENTS, validation_scenario
+from calibration.copy_probe import HOST_MEM_LINK, CopyProbe, copy_probe_for, with_copy_rate
 from calibration.repeats import repeat_traces, trace_name
 from calibration.speed_probe import SpeedProbe, probed_models, speed_factors, with_speed
 from calibration.validate import ValidationResult, error_stats, executor_trace, row_stats, validate_scenario
@@ -294,12 +295,20 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
     out_dir = Path(out or "runs/validation")
     out_dir.mkdir(parents=True, exist_ok=True)
     scenarios = load_suite(suite_files(folder, quick))
-    probe = None
+    probe, copy = None, None
     if speed_probe:
         models = probed_models(params, ((s.model.name, s.model.dtype) for s in scenarios))
         probe = SpeedProbe(params, models, out_dir / "cache" / "speed-probe")
+        if scenarios:
+            copy = copy_probe_for(params, scenarios[0].model.name, scenarios[0].model.dtype,
+                                  out_dir / "cache" / "speed-probe")
+
+    def after_round(_run: int) -> None:
+        probe.run()
+        if copy is not None:
+            copy.run()
     entries = run_suite(scenarios, params, out_dir, Path(reuse) if reuse else None, repeats,
-                        after_round=(lambda _run: probe.run()) if probe else None)
+                        after_round=after_round if probe else None)
     errors, ranks = suite_errors(entries), rank_agreement(entries)
     write_table(entries, out_dir / "suite.csv")
     with open(out_dir / "ranks.csv", "w", newline="", encoding="utf-8") as fh:
@@ -310,7 +319,7 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
     print(format_suite(entries, errors, ranks))
     median = errors["all"]["median"]
     if probe is not None:
-        text, corrected = speed_corrected(scenarios, params, probe, out_dir, repeats)
+        text, corrected = speed_corrected(scenarios, params, probe, out_dir, repeats, copy)
         print("\n" + text)
         median = corrected["all"]["median"]
     print(f"\nwrote {out_dir}/suite.csv, ranks.csv and one folder per scenario")
@@ -318,24 +327,38 @@ def run_suite_command(folder: Path, params: CostParams, threshold: float, out: s
 
 
 def speed_corrected(scenarios: Sequence[Scenario], params: CostParams, probe: SpeedProbe, out_dir: Path,
-                    repeats: int) -> tuple[str, dict[str, dict[str, float | None]]]:
+                    repeats: int, copy: CopyProbe | None = None) -> tuple[str, dict[str, dict[str, float | None]]]:
     """The suite re-simulated against ``out_dir``'s executor traces with ``params``' profiles scaled by the
     machine's speed during the run (:func:`calibration.speed_probe.speed_factors` of ``probe``'s rounds;
-    one probe now if it has none); writes ``out_dir/speed_probe.json`` and returns the printed lines and the
-    re-simulated suite's :func:`suite_errors`."""
+    one probe now if it has none) and, with ``copy``, their ``host_mem`` limit replaced by the loaders'
+    aggregate rate measured in the run (:mod:`calibration.copy_probe`, the rounds' median); writes
+    ``out_dir/speed_probe.json`` and returns the printed lines and the re-simulated suite's :func:`suite_errors`."""
     if not probe.rounds:
         probe.run()
     factors = speed_factors(probe.rounds)
     corrected = with_speed(params, factors, dict(probe.models))
+    copy_line, copy_data = None, {}
+    if copy is not None:
+        calibrated = params.link_bandwidth_overrides_bytes_per_s[HOST_MEM_LINK]
+        measured = copy.median_bytes_per_s()
+        corrected = with_copy_rate(corrected, measured)
+        copy_data = {"copy_rounds_bytes_per_s": copy.rounds_bytes_per_s, "copy_bytes_per_s": measured,
+                     "calibrated_copy_bytes_per_s": calibrated, "copy_devices": copy.devices}
+        copy_line = (f"copy probe ({len(copy.rounds_bytes_per_s)} rounds, {copy.devices} loaders, no link cap): "
+                     f"{measured / 1e9:.2f} GB/s median (min {min(copy.rounds_bytes_per_s) / 1e9:.2f}), "
+                     f"calibrated {calibrated / 1e9:.2f}: the {HOST_MEM_LINK} limit re-simulated")
     entries = run_suite(scenarios, corrected, out_dir / "speed-corrected", reuse=out_dir, repeats=repeats)
     errors = suite_errors(entries)
     drift, _ = machine_drift(entries)
     (out_dir / "speed_probe.json").write_text(json.dumps(
         {"rounds": probe.rounds, "factors": factors,
-         "corrected": {c: errors[c] for c in (*NOISE_COMPONENTS, "all")}, "corrected_drift": drift}, indent=1))
+         "corrected": {c: errors[c] for c in (*NOISE_COMPONENTS, "all")}, "corrected_drift": drift,
+         **copy_data}, indent=1))
     layers = "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k.startswith("layer/"))
                        for m, f in factors.items())
     lines = [f"speed probe ({len(probe.rounds)} rounds; executor time / calibrated profile, median): {layers}"]
+    if copy_line:
+        lines.append(copy_line)
     lines += [goal_line(f"{comp} with the machine's speed during the run", errors[comp]) for comp in NOISE_COMPONENTS]
     if drift is not None:
         lines.append(f"  machine drift left: {drift:+.1%}")
@@ -354,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1,
                         help="executor runs per scenario; each quantity is their median (default 1)")
     parser.add_argument("--speed-probe", action="store_true",
-                        help="measure the machine's speed once per round (the calibration's in-run runs) and "
+                        help="measure the machine's speed once per round (the calibration's in-run runs and, with "
+                             "a host_mem limit in the params, the loaders' aggregate copy rate) and "
                              "also print the suite re-simulated with it (its goal lines and exit status: with that speed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,94 @@
+"""The loaders' aggregate copy rate during a validation run against calibration's (``suite --speed-probe``).
+
+On CPU virtual devices every loader copies through the same host memory, which calibration measures as the
+loaders' own aggregate limit (all devices at once, no link cap: the ``host_mem`` link of
+``CostParams.link_bandwidth_overrides_bytes_per_s``, :func:`calibration.bench_host.uncapped_load_aggregate_bytes_per_s`).
+That limit moves with the VM's neighbours. Session 13 found a suite run whose rounds 3-20 ran SmolLM2-135M's
+four loaders (2 GB/s links) at 3.3-4.8 GB/s together before any compute, where rounds 0-2 of the same run,
+another run's 20 rounds and today's standalone runs reached 6.4-7.5; the two-device scenarios in the same
+rounds kept their 3.8 GB/s. Their load times then read 17-26% late against the simulator, and re-simulated
+with a 4.5 GB/s ``host_mem`` limit they fit to 1-6% (TTFT). Compute speed probes (:mod:`calibration.speed_probe`)
+do not see this: one compute thread alone read only 2.3% slow in those rounds.
+
+So, as the speed probe repeats calibration's compute measurement, :class:`CopyProbe` repeats this one once
+per round of executor runs, with the calibration's device count on the first suite model's checkpoint, and
+:func:`with_copy_rate` puts the rounds' median in place of the params' ``host_mem`` limit for the suite's
+re-simulation. Nothing is fitted to the suite. Without a calibrated ``host_mem`` limit (CUDA params, or
+hand-written ones) there is nothing to probe (:func:`copy_probe_for` returns None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from pathlib import Path
+
+import torch
+
+from calibration.bench_host import uncapped_load_aggregate_bytes_per_s
+from executor.checkpoint import cached_checkpoint
+from pipeboost.costs import CostParams
+from pipeboost.errors import PipeBoostError
+
+log = logging.getLogger(__name__)
+
+HOST_MEM_LINK = "host_mem"
+DEFAULT_DEVICES = 2
+"""Devices probed when the params' provenance does not say how many calibration used."""
+
+
+@dataclasses.dataclass
+class CopyProbe:
+    """Measures the loaders' uncapped aggregate rate on ``devices`` CPU virtual devices with ``preset`` at
+    ``dtype`` (checkpoint made once, seed 0, under ``cache``) once per :meth:`run`."""
+
+    preset: str
+    dtype: str
+    devices: int
+    cache: Path
+    rounds_bytes_per_s: list[float] = dataclasses.field(default_factory=list)
+
+    def run(self) -> float:
+        """One measurement (bytes/s), appended to :attr:`rounds_bytes_per_s`."""
+        model_dir = cached_checkpoint(self.preset, self.cache / f"{self.preset}-{self.dtype}-seed0", seed=0,
+                                      dtype=self.dtype)
+        rate = uncapped_load_aggregate_bytes_per_s(model_dir, [torch.device("cpu")] * self.devices)
+        self.rounds_bytes_per_s.append(rate)
+        log.info("copy probe: %d loaders at %.2f GB/s together", self.devices, rate / 1e9)
+        return rate
+
+    def median_bytes_per_s(self) -> float:
+        """The rounds' median (one probe now if there is none)."""
+        if not self.rounds_bytes_per_s:
+            self.run()
+        return float(statistics.median(self.rounds_bytes_per_s))
+
+
+def calibrated_devices(params: CostParams) -> int:
+    """How many CPU virtual devices calibration loaded at once (``provenance.devices.spec``, ``cpu:N``)."""
+    spec = str((params.provenance.get("devices") or {}).get("spec", ""))
+    kind, _, count = spec.partition(":")
+    if kind == "cpu" and count.isdigit() and int(count) >= 1:
+        return int(count)
+    return DEFAULT_DEVICES
+
+
+def copy_probe_for(params: CostParams, preset: str, dtype: str, cache: Path) -> CopyProbe | None:
+    """A probe of ``preset`` for ``params``, or None where they have no ``host_mem`` limit to replace."""
+    if HOST_MEM_LINK not in params.link_bandwidth_overrides_bytes_per_s:
+        log.info("copy probe: the params have no %s limit; not probed", HOST_MEM_LINK)
+        return None
+    return CopyProbe(preset, dtype, calibrated_devices(params), cache)
+
+
+def with_copy_rate(params: CostParams, bytes_per_s: float) -> CostParams:
+    """``params`` with their ``host_mem`` limit set to ``bytes_per_s``."""
+    if bytes_per_s <= 0:
+        raise PipeBoostError(f"copy probe: aggregate rate must be positive, got {bytes_per_s} bytes/s")
+    overrides = dict(params.link_bandwidth_overrides_bytes_per_s)
+    if HOST_MEM_LINK not in overrides:
+        raise PipeBoostError(f"copy probe: the params have no {HOST_MEM_LINK} limit in "
+                             "link_bandwidth_overrides_bytes_per_s to replace")
+    overrides[HOST_MEM_LINK] = float(bytes_per_s)
+    return params.with_(link_bandwidth_overrides_bytes_per_s=overrides)
