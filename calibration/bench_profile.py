@@ -211,6 +211,12 @@ INTERFERENCE_RUNS = 3
 COPY_TERM_TOKENS = 32
 """Prompt tokens of the loading runs that measure ``compute_interference_per_gbps`` (the simulator's
 ``CostParams.compute_interference_base_tokens``)."""
+COPY_TERM_MIN_CALLS = 50
+"""Calls the 32-token copy term wants (one device computing alone while loads run: 8-10 per OPT-125M run);
+loading runs are added one at a time up to :data:`COPY_TERM_MAX_RUNS` until that many overlap the copies.
+Session 13: three runs' 25-31 such calls gave 0.046-0.11 per GB/s on four tries, six runs' 55-58 calls
+0.044-0.104 on three (the suite's own traces, by the same estimator, 0.074-0.088)."""
+COPY_TERM_MAX_RUNS = 6
 LONG_INTERFERENCE_RUNS = 2
 """The same with :data:`LONG_PROMPT_TOKENS`-token prompts (``compute_interference_per_gbps_long``): 19-38
 layer calls of OPT-125M overlap the copies per run, so two runs even when the budget runs late (~3 s)."""
@@ -429,7 +435,8 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
     over the run's layer calls made while no load runs), minus 1, minus the profile's prefill concurrency
     slowdown when another device computes too (the simulator charges it besides this term:
     :meth:`sim.interference.Interference.factor`), per GB/s being copied; the median over the calls of all
-    runs."""
+    runs. With ``host_cores`` only calls of a device computing alone, against the run's alone calls without
+    copies (:func:`_alone_copy_calls`: where the simulator's copy term sets the pace)."""
     values = [v for trace in traces
               for v in _copy_slowdowns(trace, profile, model, link_bytes_per_s, host_cores, prompt_tokens)]
     return _nonnegative_median(values)
@@ -438,17 +445,18 @@ def load_interference_per_gbps(traces: list[list[TraceRecord]], profile: Compute
 def copy_term_runs(model_dir: Path, preset: str, dtype: str, link_bytes_per_s: float, n_devices: int,
                    profile: ComputeProfile, model: ModelSpec, host_cores: float | None, device_kind: str = "cpu",
                    prompt_tokens: int = COPY_TERM_TOKENS, runs: int = INTERFERENCE_RUNS,
-                   max_runs: int | None = None) -> tuple[list[list[TraceRecord]], float, int]:
+                   max_runs: int | None = None, min_calls: int = CONCURRENCY_MIN_CALLS
+                   ) -> tuple[list[list[TraceRecord]], float, int]:
     """:func:`loading_runs` and the copy term measured on them (:func:`load_interference_per_gbps`): the
     traces, the term and its number of calls. With ``max_runs``, one more run at a time while fewer than
-    :data:`CONCURRENCY_MIN_CALLS` calls overlap the copies, up to ``max_runs`` runs in all."""
+    ``min_calls`` calls overlap the copies, up to ``max_runs`` runs in all."""
     traces: list[list[TraceRecord]] = []
     while True:
         traces += loading_runs(model_dir, preset, dtype, link_bytes_per_s, n_devices, device_kind,
                                prompt_tokens=prompt_tokens, runs=runs if not traces else 1)
         value, calls = load_interference_per_gbps(traces, profile, model, link_bytes_per_s, host_cores,
                                                   prompt_tokens=prompt_tokens)
-        if max_runs is None or calls >= CONCURRENCY_MIN_CALLS or len(traces) >= max_runs:
+        if max_runs is None or calls >= min_calls or len(traces) >= max_runs:
             return traces, value, calls
 
 
@@ -493,11 +501,33 @@ def prefill_layer_regimes(trace: list[TraceRecord], model: ModelSpec, host_cores
 def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: ModelSpec, link_bytes_per_s: float,
                     host_cores: float | None, prompt_tokens: int) -> list[float]:
     """Per layer call of one run made while loads run: its slowdown per GB/s copied (see
-    :func:`load_interference_per_gbps`)."""
+    :func:`load_interference_per_gbps`). With ``host_cores`` only the calls of a device computing alone count,
+    against the run's calls alone without copies (:func:`_alone_copy_calls`)."""
     model_slowdown = profile.concurrency_slowdown_for(1.0)
     calls = []
     for rec, computing, cores, copying in prefill_layer_regimes(trace, model, host_cores):
         concurrency = model_slowdown if computing >= 2 else 0.0
-        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying))
-    speed = _run_speed([r / (1.0 + c) for r, c, copying in calls if not copying])
-    return [(r / speed - 1.0 - c) / (copying * link_bytes_per_s / 1e9) for r, c, copying in calls if copying]
+        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying,
+                      computing))
+    if host_cores is not None:
+        calls = _alone_copy_calls(calls)
+    speed = _run_speed([r / (1.0 + c) for r, c, copying, _ in calls if not copying])
+    return [(r / speed - 1.0 - c) / (copying * link_bytes_per_s / 1e9) for r, c, copying, _ in calls if copying]
+
+
+def _alone_copy_calls(calls: list[tuple[float, float, int, int]]) -> list[tuple[float, float, int, int]]:
+    """The ``(ratio, concurrency, copying, computing)`` calls of a device computing alone, where the run has
+    :data:`RUN_SPEED_MIN_CALLS` such calls without copies to measure its speed against (else all calls).
+
+    With host cores the simulator charges the copy term as a cap on the job's thread, ``1 / (1 + beta x
+    GB/s)`` of a core, which sets a job's pace only where the job has a core to itself; with two or more
+    devices computing their fair share of the cores left by the copies (``copy_cpu_s_per_byte``) sets it
+    (:mod:`sim.interference`). So the term is measured where it acts. Read over every call instead (most
+    of a busy pipeline's calls have both devices computing) it took the core sharing the simulator
+    charges as well: 0.12-0.14 per GB/s in session 13's calibration, where the suite's one-device calls
+    while copying lost 0.03-0.05 (OPT-125M and SmolLM2-135M), and the two-device OPT-125M rows ran 6-10%
+    late."""
+    alone_reference = [c for c in calls if c[3] == 1 and not c[2]]
+    if len(alone_reference) < RUN_SPEED_MIN_CALLS:
+        return calls
+    return [c for c in calls if c[3] == 1]

@@ -412,14 +412,18 @@ def _measure(req: CalibrationRequest, pass_index: int, budget_s: float) -> CostP
     if devices[0].type == "cpu" and req.link_gbps:  # compute slowed while weights are copied
         n = min(len(devices), int(config.get("num_hidden_layers", 1)))
 
-        def copy_term(tokens: int, runs: int, max_runs: int | None = None) -> tuple[list, float, int]:
+        def copy_term(tokens: int, runs: int, max_runs: int | None = None,
+                      min_calls: int = bench_profile.CONCURRENCY_MIN_CALLS) -> tuple[list, float, int]:
             """Loading runs with ``tokens``-token prompts, and the copy term and calls measured on them."""
             return bench_profile.copy_term_runs(model_dir, req.preset, dtype, req.link_gbps * 1e9, n, profiles[0],
                                                 model, extras.get("host_cores"), devices[0].type, tokens, runs,
-                                                max_runs)
+                                                max_runs, min_calls)
 
-        base_runs = 2 if budget.remaining_s() < MODEL_RUNS_S else bench_profile.INTERFERENCE_RUNS
-        traces, per_gbps, calls = copy_term(bench_profile.COPY_TERM_TOKENS, base_runs)
+        late = budget.remaining_s() < MODEL_RUNS_S
+        base_runs = 2 if late else bench_profile.INTERFERENCE_RUNS
+        traces, per_gbps, calls = copy_term(bench_profile.COPY_TERM_TOKENS, base_runs,
+                                            None if late else bench_profile.COPY_TERM_MAX_RUNS,
+                                            bench_profile.COPY_TERM_MIN_CALLS)
         extras["load_interference_per_gbps_calls"] = [per_gbps, calls]
         extras["compute_interference_per_gbps"] = per_gbps
         long_tokens = bench_profile.LONG_PROMPT_TOKENS  # the copy term of long prefills (their kernels lose less)

@@ -41,7 +41,7 @@ to four CPU virtual devices on two cores), one device computing loses 4-5% per G
 two to four computing the calls run at ``k / (host_cores - copy cores)`` of their time alone to within
 2-6%; the earlier product of the two terms was right for two devices only. Calibration uses this
 combination on CPU virtual devices (cores for compute against compute and copies, the measured copy term
-for loads).
+for loads; calibration reads the copy term on calls of a device computing alone, where it sets the pace).
 With ``host_cores_many`` as well, the node's cores are worth :meth:`CostParams.host_cores_for` of its GPUs
 computing, updated whenever a compute job starts or ends: measured on the executor (SmolLM2-135M, three and
 four CPU virtual devices on two cores), the calls ran 8-10% later than two threads' 1.84 cores gave.

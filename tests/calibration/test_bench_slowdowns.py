@@ -56,6 +56,28 @@ def test_copy_slowdown_is_relative_to_the_runs_calls_without_copies():
     assert _copy_slowdowns(few, profile, model, 2e9, None, 32) == pytest.approx([(1.21 - 1) / 2] * 5)
 
 
+def test_with_host_cores_the_copy_term_is_read_on_calls_of_a_device_computing_alone():
+    """The simulator's copy term caps a thread that has a core to itself; with two devices computing their
+    share of the cores (less the copies') sets the pace, so those calls do not measure the term."""
+    model, profile = _model_and_profile()
+    alone = UNIT_S * RUN_SPEED
+    trace = [TraceRecord(0.0, 0.1, TraceKind.LOAD, gpu=0, layer=1)]  # one copy at 2 GB/s until 0.1 s
+    trace += [_call(TraceKind.PREFILL, 0, 0.01 * k, alone * 1.1) for k in range(5)]  # alone, copying: +10%
+    for k in range(5):  # both computing while copying: +50% (core sharing and the copies' cores)
+        trace += [_call(TraceKind.PREFILL, gpu, 0.05 + 0.01 * k, alone * 1.5, layer=gpu) for gpu in (0, 1)]
+    trace += [_call(TraceKind.PREFILL, 0, 0.2 + 0.01 * k, alone) for k in range(5)]  # alone, no copy
+    trace += [_call(TraceKind.PREFILL, gpu, 0.3 + 0.01 * k, alone * 2 / 1.8, layer=gpu)  # both, no copy
+              for k in range(5) for gpu in (0, 1)]
+    assert _copy_slowdowns(trace, profile, model, 2e9, 1.8, 32) == pytest.approx([0.05] * 5)
+    # without host cores every call counts, against all calls without copies (speed 1.1 x 2 / 1.8): the
+    # two-device calls' slowdown is the term's, and the alone calls read faster than the run
+    both = _copy_slowdowns(trace, profile, model, 2e9, None, 32)
+    assert sorted(both) == pytest.approx([(0.99 - 1) / 2] * 5 + [(1.35 - 1) / 2] * 10)
+    # fewer than RUN_SPEED_MIN_CALLS alone calls without copies: every call, as before
+    short = [r for r in trace if not (0.2 <= r.t_start_s < 0.3)]
+    assert len(_copy_slowdowns(short, profile, model, 2e9, 1.8, 32)) == 15
+
+
 def test_copy_slowdown_leaves_out_the_profiles_own_concurrency_slowdown():
     model, profile = _model_and_profile()
     profile = dataclasses.replace(profile, prefill_concurrency_slowdown=0.1)
@@ -131,6 +153,11 @@ def test_long_prompt_copy_term_runs_more_loading_runs_until_enough_calls(monkeyp
     asked.clear()
     bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8, runs=3)
     assert asked == [3]  # without max_runs: the runs asked for, whatever the calls
+    asked.clear()
+    per_run_calls = 9
+    _, _, calls = bench_profile.copy_term_runs(None, "opt-tiny", "float32", 2e9, 2, profile, model, 1.8,
+                                               runs=3, max_runs=6, min_calls=50)
+    assert asked == [3, 1, 1, 1] and calls == 54  # the 32-token term's own threshold (COPY_TERM_MIN_CALLS)
 
 
 def test_more_benches_adds_benches_on_the_devices_in_turn_up_to_the_thread_count():
