@@ -3,11 +3,11 @@
 On CPU virtual devices every loader copies through the same host memory, which calibration measures as the
 loaders' own aggregate limit (all devices at once, no link cap: the ``host_mem`` link of
 ``CostParams.link_bandwidth_overrides_bytes_per_s``, :func:`calibration.bench_host.uncapped_load_aggregate_bytes_per_s`).
-That limit moves with the VM's neighbours. Session 13 found a suite run whose rounds 3-20 ran SmolLM2-135M's
-four loaders (2 GB/s links) at 3.3-4.8 GB/s together before any compute, where rounds 0-2 of the same run,
-another run's 20 rounds and today's standalone runs reached 6.4-7.5; the two-device scenarios in the same
-rounds kept their 3.8 GB/s. Their load times then read 17-26% late against the simulator, and re-simulated
-with a 4.5 GB/s ``host_mem`` limit they fit to 1-6% (TTFT). Compute speed probes (:mod:`calibration.speed_probe`)
+That limit moves with the VM's neighbours. Session 13 found a suite run (session 12's ``v-s12b``) whose last
+18 rounds ran SmolLM2-135M's four loaders (2 GB/s links) at 2.7-5.6 GB/s together (median 3.8) before any
+compute, where its first two rounds, another run's 20 rounds and standalone runs reached 5.8-7.5; the
+two-device scenarios in the same rounds kept their 3.6-3.9 GB/s. Its four-device load times then read
+17-26% late against the simulator, and re-simulated with a 4.5 GB/s ``host_mem`` limit its TTFTs fit to 1-6%. Compute speed probes (:mod:`calibration.speed_probe`)
 do not see this: one compute thread alone read only 2.3% slow in those rounds.
 
 So, as the speed probe repeats calibration's compute measurement, :class:`CopyProbe` repeats this one once
