@@ -13,8 +13,8 @@ do not see this: one compute thread alone read only 2.3% slow in those rounds.
 So, as the speed probe repeats calibration's compute measurement, :class:`CopyProbe` repeats this one once
 per round of executor runs, with the calibration's device count on the first suite model's checkpoint, and
 :func:`with_copy_rate` puts the rounds' median in place of the params' ``host_mem`` limit for the suite's
-re-simulation. Nothing is fitted to the suite. Without a calibrated ``host_mem`` limit (CUDA params, or
-hand-written ones) there is nothing to probe (:func:`copy_probe_for` returns None).
+re-simulation. Nothing is fitted to the suite. Without a ``host_mem`` limit calibrated on CPU virtual devices
+(CUDA params, hand-written ones) there is nothing to probe (:func:`copy_probe_for` returns None).
 """
 
 from __future__ import annotations
@@ -65,19 +65,30 @@ class CopyProbe:
         return float(statistics.median(self.rounds_bytes_per_s))
 
 
+def _device_spec(params: CostParams) -> tuple[str, str]:
+    """``(kind, rest)`` of the calibrated devices (``provenance.devices.spec``: ``cpu:2``, ``cuda:0,1``)."""
+    spec = str((params.provenance.get("devices") or {}).get("spec", ""))
+    kind, _, rest = spec.partition(":")
+    return kind, rest
+
+
 def calibrated_devices(params: CostParams) -> int:
     """How many CPU virtual devices calibration loaded at once (``provenance.devices.spec``, ``cpu:N``)."""
-    spec = str((params.provenance.get("devices") or {}).get("spec", ""))
-    kind, _, count = spec.partition(":")
+    kind, count = _device_spec(params)
     if kind == "cpu" and count.isdigit() and int(count) >= 1:
         return int(count)
     return DEFAULT_DEVICES
 
 
 def copy_probe_for(params: CostParams, preset: str, dtype: str, cache: Path) -> CopyProbe | None:
-    """A probe of ``preset`` for ``params``, or None where they have no ``host_mem`` limit to replace."""
+    """A probe of ``preset`` for ``params``, or None where they have no ``host_mem`` limit to replace or were
+    not calibrated on CPU virtual devices (on GPUs ``host_mem`` is the shared upstream path of the PCIe
+    copies, which CPU loaders do not measure; hand-written params have no calibration to repeat)."""
     if HOST_MEM_LINK not in params.link_bandwidth_overrides_bytes_per_s:
         log.info("copy probe: the params have no %s limit; not probed", HOST_MEM_LINK)
+        return None
+    if _device_spec(params)[0] != "cpu":
+        log.info("copy probe: the params were not calibrated on CPU virtual devices; not probed")
         return None
     return CopyProbe(preset, dtype, calibrated_devices(params), cache)
 

@@ -18,8 +18,12 @@ def test_the_probe_uses_the_calibrations_device_count():
     assert calibrated_devices(CostParams()) == copy_probe.DEFAULT_DEVICES
 
 
-def test_without_a_host_mem_limit_there_is_nothing_to_probe(tmp_path):
+def test_without_a_host_mem_limit_calibrated_on_cpu_there_is_nothing_to_probe(tmp_path):
     assert copy_probe_for(CostParams(), "opt-tiny", "float32", tmp_path) is None
+    limit = {"host_mem": 9e9}
+    for provenance in ({"devices": {"spec": "cuda:0,1"}}, {}):  # a PCIe upstream path; hand-written params
+        params = CostParams(link_bandwidth_overrides_bytes_per_s=limit, provenance=provenance)
+        assert copy_probe_for(params, "opt-tiny", "float32", tmp_path) is None
     params = CostParams(link_bandwidth_overrides_bytes_per_s={"host_mem": 9e9},
                         provenance={"devices": {"spec": "cpu:4"}})
     probe = copy_probe_for(params, "opt-tiny", "float32", tmp_path)
@@ -63,8 +67,8 @@ def test_the_suite_re_simulates_with_the_probed_rate(tmp_path, monkeypatch):
     from pipeboost.scenario import save_params_file
 
     params_file = tmp_path / "p.yaml"
-    save_params_file(CostParams(startup_s=0.001, link_bandwidth_overrides_bytes_per_s={"host_mem": 9e9}),
-                     params_file)
+    save_params_file(CostParams(startup_s=0.001, link_bandwidth_overrides_bytes_per_s={"host_mem": 9e9},
+                                provenance={"devices": {"spec": "cpu:2"}}), params_file)
     rates = iter([5e9, 3e9])
     monkeypatch.setattr(copy_probe, "uncapped_load_aggregate_bytes_per_s", lambda model_dir, devices: next(rates))
     used = []
@@ -75,4 +79,4 @@ def test_the_suite_re_simulates_with_the_probed_rate(tmp_path, monkeypatch):
     assert rc == 0 and used == [4e9]
     data = json.loads((tmp_path / "o" / "speed_probe.json").read_text())
     assert data["copy_rounds_bytes_per_s"] == [5e9, 3e9] and data["copy_bytes_per_s"] == 4e9
-    assert data["calibrated_copy_bytes_per_s"] == 9e9 and data["copy_devices"] == copy_probe.DEFAULT_DEVICES
+    assert data["calibrated_copy_bytes_per_s"] == 9e9 and data["copy_devices"] == 2
