@@ -20,7 +20,7 @@ from calibration import bench_load
 from calibration.fit import TransferSample, fit_compute, fit_cost_params, fit_transfers
 from pipeboost.compute_profile import ComputeProfile
 from pipeboost.costs import CostParams
-from pipeboost.spec import GPUSpec
+from pipeboost.spec import HOST_MEM_LINK, GPUSpec
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def _link_terms(params: CostParams, m: Measurements, link_gbps: float | None) ->
         aggregate = float(np.median([c.aggregate_bytes_per_s for c in m.concurrent]))
         shared = {"aggregate_bytes_per_s": aggregate, "sum_alone_bytes_per_s": sum(bws.values())}
         if aggregate < 0.9 * sum(bws.values()):
-            overrides["host_mem"] = aggregate
+            overrides[HOST_MEM_LINK] = aggregate
     uncapped = (m.extras or {}).get("uncapped_load_aggregate_bytes_per_s")
     if uncapped:  # more devices or faster links than calibrated meet the loaders' own limit
-        overrides["host_mem"] = min(overrides.get("host_mem", uncapped), uncapped)
+        overrides[HOST_MEM_LINK] = min(overrides.get(HOST_MEM_LINK, uncapped), uncapped)
     changes["link_bandwidth_overrides_bytes_per_s"] = overrides
     if m.unit_loads is not None:
         changes["startup_s"] = m.unit_loads.startup_s

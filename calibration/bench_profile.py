@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -507,17 +507,27 @@ def _copy_slowdowns(trace: list[TraceRecord], profile: ComputeProfile, model: Mo
     calls = []
     for rec, computing, cores, copying in prefill_layer_regimes(trace, model, host_cores):
         concurrency = model_slowdown if computing >= 2 else 0.0
-        calls.append((rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores, concurrency, copying,
-                      computing))
+        calls.append(_CopyCall(rec.duration_s / _prediction_s(profile, model, rec, prompt_tokens) / cores,
+                               concurrency, copying, computing))
     if host_cores is not None:
         calls = _alone_copy_calls(calls)
-    speed = _run_speed([r / (1.0 + c) for r, c, copying, _ in calls if not copying])
-    return [(r / speed - 1.0 - c) / (copying * link_bytes_per_s / 1e9) for r, c, copying, _ in calls if copying]
+    speed = _run_speed([c.ratio / (1.0 + c.concurrency) for c in calls if not c.copying])
+    return [(c.ratio / speed - 1.0 - c.concurrency) / (c.copying * link_bytes_per_s / 1e9) for c in calls if c.copying]
 
 
-def _alone_copy_calls(calls: list[tuple[float, float, int, int]]) -> list[tuple[float, float, int, int]]:
-    """The ``(ratio, concurrency, copying, computing)`` calls of a device computing alone, where the run has
-    :data:`RUN_SPEED_MIN_CALLS` such calls without copies to measure its speed against (else all calls).
+class _CopyCall(NamedTuple):
+    """A layer call of :func:`_copy_slowdowns`: time over profile (core sharing divided out), the profile's
+    concurrency slowdown it carries, loaders copying and devices computing (itself included)."""
+
+    ratio: float
+    concurrency: float
+    copying: int
+    computing: int
+
+
+def _alone_copy_calls(calls: list[_CopyCall]) -> list[_CopyCall]:
+    """The calls of a device computing alone, where the run has :data:`RUN_SPEED_MIN_CALLS` such calls
+    without copies to measure its speed against (else all calls).
 
     With host cores the simulator charges the copy term as a cap on the job's thread, ``1 / (1 + beta x
     GB/s)`` of a core, which sets a job's pace only where the job has a core to itself; with two or more
@@ -527,7 +537,7 @@ def _alone_copy_calls(calls: list[tuple[float, float, int, int]]) -> list[tuple[
     charges as well: 0.12-0.14 per GB/s in session 13's calibration, where the suite's one-device calls
     while copying lost 0.03-0.05 (OPT-125M and SmolLM2-135M), and the two-device OPT-125M rows ran 6-10%
     late."""
-    alone_reference = [c for c in calls if c[3] == 1 and not c[2]]
-    if len(alone_reference) < RUN_SPEED_MIN_CALLS:
+    alone = [c for c in calls if c.computing == 1]
+    if sum(1 for c in alone if not c.copying) < RUN_SPEED_MIN_CALLS:
         return calls
-    return [c for c in calls if c[3] == 1]
+    return alone

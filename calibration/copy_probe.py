@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from calibration.bench_host import uncapped_load_aggregate_bytes_per_s
-from executor.checkpoint import cached_checkpoint
+from calibration.speed_probe import probe_checkpoint
 from pipeboost.costs import CostParams
 from pipeboost.errors import PipeBoostError
+from pipeboost.spec import HOST_MEM_LINK
 
 log = logging.getLogger(__name__)
 
-HOST_MEM_LINK = "host_mem"
 DEFAULT_DEVICES = 2
 """Devices probed when the params' provenance does not say how many calibration used."""
 
@@ -51,9 +51,8 @@ class CopyProbe:
 
     def run(self) -> float:
         """One measurement (bytes/s), appended to :attr:`rounds_bytes_per_s`."""
-        model_dir = cached_checkpoint(self.preset, self.cache / f"{self.preset}-{self.dtype}-seed0", seed=0,
-                                      dtype=self.dtype)
-        rate = uncapped_load_aggregate_bytes_per_s(model_dir, [torch.device("cpu")] * self.devices)
+        rate = uncapped_load_aggregate_bytes_per_s(probe_checkpoint(self.cache, self.preset, self.dtype),
+                                                   [torch.device("cpu")] * self.devices)
         self.rounds_bytes_per_s.append(rate)
         log.info("copy probe: %d loaders at %.2f GB/s together", self.devices, rate / 1e9)
         return rate

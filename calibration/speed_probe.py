@@ -53,11 +53,16 @@ class SpeedProbe:
         out = {}
         for preset, dtype in self.models:
             model, profile = _profiled(self.params, preset, dtype)
-            model_dir = cached_checkpoint(preset, self.cache / f"{preset}-{dtype}-seed0", seed=0, dtype=dtype)
+            model_dir = probe_checkpoint(self.cache, preset, dtype)
             out[preset] = in_run_factors(profile, model, model_dir, preset, dtype, runs=1, long_prompt_tokens=None)
         self.rounds.append(out)
         log.info("speed probe: %s", out)
         return out
+
+
+def probe_checkpoint(cache: Path, preset: str, dtype: str) -> Path:
+    """The probes' checkpoint of ``preset`` at ``dtype`` (random weights, seed 0), made once under ``cache``."""
+    return cached_checkpoint(preset, cache / f"{preset}-{dtype}-seed0", seed=0, dtype=dtype)
 
 
 def probed_models(params: CostParams, presets: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from calibration.align import ALL_COMPONENTS, validation_scenario
-from calibration.copy_probe import HOST_MEM_LINK, CopyProbe, copy_probe_for, with_copy_rate
+from calibration.copy_probe import CopyProbe, copy_probe_for, with_copy_rate
 from calibration.repeats import repeat_traces, trace_name
 from calibration.speed_probe import SpeedProbe, probed_models, speed_factors, with_speed
 from calibration.validate import ValidationResult, error_stats, executor_trace, row_stats, validate_scenario
@@ -35,6 +35,7 @@ from pipeboost.errors import PipeBoostError, report_error
 from pipeboost.metrics import request_metrics
 from pipeboost.policies import build_plan
 from pipeboost.scenario import Scenario, load_params_file, load_scenario
+from pipeboost.spec import HOST_MEM_LINK
 from pipeboost.trace import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,10 @@ EMBED_UNIT = -1
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
+HOST_MEM_LINK = "host_mem"
+"""Each node's host-memory link, which every load from host memory crosses (named ``n<node>.host_mem``;
+this is its key in ``CostParams.link_bandwidth_overrides_bytes_per_s``)."""
+
 
 @dataclass(frozen=True)
 class GPUSpec:
@@ -128,7 +132,7 @@ class Topology:
             if self.host.nvme_bandwidth_bytes_per_s is None:
                 raise ValueError("this topology has no NVMe source")
             hops.append((prefix + "nvme", self.host.nvme_bandwidth_bytes_per_s, 0.0))
-        hops.append((prefix + "host_mem", self.host.memory_bandwidth_bytes_per_s, 0.0))
+        hops.append((prefix + HOST_MEM_LINK, self.host.memory_bandwidth_bytes_per_s, 0.0))
         for sw in reversed(self.upstream_chain(local)):
             hops.append((prefix + sw.name, sw.bandwidth_bytes_per_s, sw.latency_s))
         link = self.gpu_links[local]
